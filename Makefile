@@ -1,0 +1,146 @@
+# kiwi: build, test, check, bench, install. Every task has a target; `make help` lists them.
+#
+# Layout of outputs (all under build/, never tracked):
+#   build/release/   -O2 objects, libkiwi.a, the Lua module kiwi/core.so, C tests and benches
+#   build/asan/      the same C tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   build/tsan/      the concurrency tests under ThreadSanitizer
+# Sources are found by wildcard: a new core/src/*.c joins libkiwi, a new spec/c/test_*.c becomes
+# a test program, so adding a file never needs an edit here.
+
+SHELL := /bin/bash
+CC ?= cc
+LUA ?= lua5.4
+BUSTED ?= $(LUA) /usr/bin/busted
+DATA ?= ./data
+PREFIX ?= /usr/local
+
+LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+BASE_CFLAGS := -std=gnu11 -g -fPIC -pthread -D_GNU_SOURCE $(WARN) -Icore/include -Icore/src
+OPT ?= -O2
+LIBS := -lmsgpackc -lpthread -lm
+
+CORE_SRC := $(sort $(wildcard core/src/*.c))
+CORE_HDR := $(wildcard core/src/*.h) core/include/kiwi.h
+BINDING_SRC := $(sort $(wildcard core/binding/*.c))
+CTEST_SRC := $(sort $(wildcard spec/c/test_*.c))
+CTEST_NAMES := $(notdir $(basename $(CTEST_SRC)))
+# Tests that exercise threads; they also run under ThreadSanitizer.
+TSAN_TESTS := $(filter test_skiplist test_concurrency,$(CTEST_NAMES))
+
+REL := build/release
+ASAN := build/asan
+TSAN := build/tsan
+
+.PHONY: all help bootstrap lib module run test test-c test-asan test-tsan test-lua check \
+        check-cc check-tidy check-cppcheck check-lua bench clean install uninstall
+
+all: lib module
+
+help:
+	@echo "make            build libkiwi and the Lua module"
+	@echo "make run        start the kiwi REPL on $(DATA)"
+	@echo "make test       every test: C tests (plain, ASan+UBSan, TSan) and busted specs"
+	@echo "make check      -Werror build, clang-tidy, cppcheck, luacheck"
+	@echo "make bench      db_bench-style benchmark (writes docs/benchmarks.md)"
+	@echo "make install    install the Lua module and the kiwi command under $(PREFIX)"
+
+bootstrap:
+	@scripts/bootstrap
+
+# ---- objects per build flavour ------------------------------------------------------------
+define flavour
+$(1)/obj/%.o: core/src/%.c $(CORE_HDR) | $(1)/obj
+	$$(CC) $$(BASE_CFLAGS) $(2) -c $$< -o $$@
+$(1)/libkiwi.a: $$(patsubst core/src/%.c,$(1)/obj/%.o,$$(CORE_SRC))
+	@rm -f $$@
+	ar rcs $$@ $$^
+$(1)/test/%: spec/c/%.c spec/c/ctest.h $(1)/libkiwi.a | $(1)/test
+	$$(CC) $$(BASE_CFLAGS) $(2) -Ispec/c $$< $(1)/libkiwi.a $$(LIBS) -o $$@
+$(1)/obj $(1)/test:
+	@mkdir -p $$@
+endef
+
+$(eval $(call flavour,$(REL),$(OPT)))
+$(eval $(call flavour,$(ASAN),-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined))
+$(eval $(call flavour,$(TSAN),-O1 -fsanitize=thread))
+
+lib: bootstrap-quiet $(REL)/libkiwi.a
+
+# The Lua module kiwi.core: libkiwi + the binding, linked with luv so luv_loop(L) is available.
+module: $(REL)/kiwi/core.so
+
+$(REL)/kiwi/core.so: $(BINDING_SRC) $(wildcard core/binding/*.h) $(REL)/libkiwi.a
+	@mkdir -p $(REL)/kiwi
+	$(CC) $(BASE_CFLAGS) $(OPT) $(LUA_CFLAGS) -shared $(BINDING_SRC) $(REL)/libkiwi.a \
+	  -llua5.4-luv $(LIBS) -o $@
+
+.PHONY: bootstrap-quiet
+bootstrap-quiet:
+	@scripts/bootstrap
+
+# ---- run ----------------------------------------------------------------------------------
+LUA_ENV := LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/web/?.lua;;" \
+           LUA_CPATH="$(CURDIR)/$(REL)/?.so;;"
+
+run: all
+	@$(LUA_ENV) $(LUA) scripts/kiwi repl --data $(DATA)
+
+# ---- tests --------------------------------------------------------------------------------
+test: bootstrap-quiet test-c test-asan test-tsan test-lua
+	@echo "make test: all suites passed"
+
+test-c: $(addprefix $(REL)/test/,$(CTEST_NAMES))
+	@scripts/run-ctests $(REL)/test $(CTEST_NAMES)
+
+test-asan: $(addprefix $(ASAN)/test/,$(CTEST_NAMES))
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  scripts/run-ctests $(ASAN)/test $(CTEST_NAMES)
+
+test-tsan: $(addprefix $(TSAN)/test/,$(TSAN_TESTS))
+	@TSAN_OPTIONS=halt_on_error=1 scripts/run-ctests $(TSAN)/test $(TSAN_TESTS)
+
+test-lua: all
+	@$(LUA_ENV) KIWI_LUA="$(LUA)" $(BUSTED) spec
+
+# ---- quality gates ------------------------------------------------------------------------
+check: bootstrap-quiet check-cc check-tidy check-cppcheck check-lua
+	@echo "make check: clean"
+
+check-cc:
+	@$(MAKE) --no-print-directory -B lib module OPT=-O2 >/dev/null
+
+check-tidy:
+	clang-tidy --quiet $(CORE_SRC) -- $(BASE_CFLAGS) 2>&1 | { grep -v 'warnings generated' || true; }
+	@clang-tidy --quiet $(CORE_SRC) -- $(BASE_CFLAGS) 2>/dev/null | grep -q 'warning:' && exit 1 || true
+
+check-cppcheck:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr --std=c11 -D__GNUC__ -Icore/include -Icore/src core/src core/binding
+
+check-lua:
+	luacheck --quiet lua spec scripts/kiwi
+
+# ---- bench --------------------------------------------------------------------------------
+bench: $(REL)/kiwi_bench
+	$(REL)/kiwi_bench
+
+$(REL)/kiwi_bench: core/bench/kiwi_bench.c $(REL)/libkiwi.a
+	$(CC) $(BASE_CFLAGS) $(OPT) $< $(REL)/libkiwi.a $(LIBS) -o $@
+
+# ---- install ------------------------------------------------------------------------------
+LUA_LIBDIR := $(PREFIX)/lib/lua/5.4
+LUA_SHAREDIR := $(PREFIX)/share/lua/5.4
+
+install: all
+	install -d $(LUA_LIBDIR)/kiwi $(LUA_SHAREDIR)/kiwi $(PREFIX)/bin $(PREFIX)/include
+	install -m 0755 $(REL)/kiwi/core.so $(LUA_LIBDIR)/kiwi/core.so
+	install -m 0644 lua/kiwi/*.lua $(LUA_SHAREDIR)/kiwi/
+	install -m 0644 core/include/kiwi.h $(PREFIX)/include/kiwi.h
+	install -m 0755 scripts/kiwi $(PREFIX)/bin/kiwi
+
+uninstall:
+	rm -rf $(LUA_LIBDIR)/kiwi $(LUA_SHAREDIR)/kiwi $(PREFIX)/bin/kiwi $(PREFIX)/include/kiwi.h
+
+clean:
+	rm -rf build

@@ -1,0 +1,21 @@
+/*
+ * arena.h: a bump allocator for memtable nodes, keys and values.
+ *
+ * Memory is carved from large blocks and freed all at once by kw_arena_destroy. kw_arena_alloc is
+ * thread-safe (concurrent memtable inserts allocate in parallel) and returns 8-byte-aligned
+ * memory; a request larger than a quarter block gets its own block. Allocation never fails (it
+ * aborts on exhaustion, like kw_malloc).
+ */
+#ifndef KW_ARENA_H
+#define KW_ARENA_H
+
+#include <stddef.h>
+
+typedef struct kw_arena kw_arena;
+
+kw_arena *kw_arena_create(size_t block_size); /* 0 means the default (64 KiB) */
+void *kw_arena_alloc(kw_arena *a, size_t n);   /* thread-safe, 8-byte aligned, n > 0 */
+size_t kw_arena_memory_usage(const kw_arena *a); /* bytes allocated from the system, thread-safe */
+void kw_arena_destroy(kw_arena *a);
+
+#endif /* KW_ARENA_H */

@@ -1,0 +1,64 @@
+/*
+ * common.h: what every engine file shares: byte slices, the error idiom, checked allocation.
+ *
+ * Error idiom: internal functions that can fail return a kiwi_status (KIWI_OK == 0) and take a
+ * trailing `char **errmsg`. kw_error() is the one place an error is born: it formats the message
+ * "<status name>: <details>" into *errmsg (when errmsg is not NULL) and returns the status, so a
+ * failing call site reads `return kw_error(errmsg, KIWI_IO_ERROR, "write %s: %s", path, strerror(e));`.
+ * Set a breakpoint on kw_error to see where any error started.
+ */
+#ifndef KW_COMMON_H
+#define KW_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiwi.h"
+
+/* A borrowed byte range; never owns its memory. */
+typedef struct {
+    const char *data;
+    size_t size;
+} kw_slice;
+
+static inline kw_slice kw_slice_make(const char *data, size_t size)
+{
+    kw_slice s = {data, size};
+    return s;
+}
+
+/* Bytewise three-way comparison (shorter prefix sorts first). */
+int kw_slice_compare(kw_slice a, kw_slice b);
+
+/* Formats "<status name>: <fmt...>" into *errmsg (freeing an older message) and returns st.
+ * errmsg may be NULL. */
+kiwi_status kw_error(char **errmsg, kiwi_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The status for an errno from a failed system call: ENOSPC/EDQUOT -> KIWI_NO_SPACE, else IO. */
+kiwi_status kw_status_from_errno(int err);
+
+/* Allocation that never returns NULL: on exhaustion it prints to stderr and aborts. */
+void *kw_malloc(size_t n);
+void *kw_calloc(size_t n, size_t size);
+void *kw_realloc(void *p, size_t n);
+char *kw_strdup(const char *s);
+char *kw_memdup(const void *p, size_t n);
+
+/* A growable byte buffer (used by encoders and builders). */
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+} kw_buf;
+
+void kw_buf_init(kw_buf *b);
+void kw_buf_reserve(kw_buf *b, size_t extra);
+void kw_buf_append(kw_buf *b, const void *p, size_t n);
+void kw_buf_push(kw_buf *b, char c);
+void kw_buf_printf(kw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void kw_buf_clear(kw_buf *b);
+void kw_buf_free(kw_buf *b);
+
+#endif /* KW_COMMON_H */

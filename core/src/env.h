@@ -1,0 +1,92 @@
+/*
+ * env.h: the file-system layer. Every byte the engine reads or writes on disk goes through here,
+ * so a test build can inject faults (ENOSPC, EIO, short writes) at one place (issue: crash safety).
+ *
+ * Each function that touches the OS calls it through the `kw_syscalls` table below (SQLite's
+ * aSyscall idea); tests may replace entries. Errors come back as kiwi_status + errmsg naming the
+ * path and the failed operation with strerror, e.g. "io error: fsync /d/000005.log: Input/output
+ * error"; ENOSPC/EDQUOT map to KIWI_NO_SPACE. EINTR is retried; short writes are continued.
+ * All functions are thread-safe; a kw_file must be used by one thread at a time.
+ */
+#ifndef KW_ENV_H
+#define KW_ENV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common.h"
+
+/* The overridable system calls (defaults are the libc functions). */
+typedef struct {
+    int (*open)(const char *path, int flags, mode_t mode);
+    int (*close)(int fd);
+    ssize_t (*write)(int fd, const void *buf, size_t n);
+    ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
+    int (*fdatasync)(int fd);
+    int (*fsync)(int fd);
+    int (*rename)(const char *from, const char *to);
+    int (*unlink)(const char *path);
+    int (*ftruncate)(int fd, off_t len);
+    void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+} kw_syscall_table;
+extern kw_syscall_table kw_syscalls;
+/* Restores the libc defaults. */
+void kw_syscalls_reset(void);
+
+/* ---- appendable files (WAL, manifest, SSTable being built) ---- */
+typedef struct kw_file kw_file;
+/* Creates (truncating) a file for writing. */
+kiwi_status kw_file_create(const char *path, kw_file **out, char **errmsg);
+/* Opens an existing file for appending at its end. */
+kiwi_status kw_file_open_append(const char *path, kw_file **out, char **errmsg);
+/* write(2) until all n bytes are written (one call in the common case). */
+kiwi_status kw_file_append(kw_file *f, const void *data, size_t n, char **errmsg);
+/* Like kw_file_append for several buffers, one writev(2) in the common case. */
+kiwi_status kw_file_appendv(kw_file *f, const kw_slice *parts, size_t count, char **errmsg);
+kiwi_status kw_file_sync(kw_file *f, char **errmsg); /* fdatasync */
+uint64_t kw_file_size(const kw_file *f);              /* bytes written so far (+ initial size) */
+const char *kw_file_path(const kw_file *f);
+/* Closes and frees f (always frees, even on error). */
+kiwi_status kw_file_close(kw_file *f, char **errmsg);
+
+/* ---- read-only mappings (SSTables) ----
+ * Maps the whole file read-only and closes the descriptor at once (so thousands of tables do not
+ * hold thousands of descriptors). An empty file gives data == NULL, size == 0. */
+typedef struct {
+    const char *data;
+    size_t size;
+} kw_mmap;
+kiwi_status kw_mmap_file(const char *path, kw_mmap *out, char **errmsg);
+void kw_munmap(kw_mmap *m);
+
+/* ---- whole files ---- */
+/* Reads a whole file into a malloc'd buffer (NUL-terminated for convenience). */
+kiwi_status kw_read_file(const char *path, char **data, size_t *len, char **errmsg);
+/* Durable replace: writes dir/name.tmp, fsyncs it, renames it over dir/name, fsyncs dir. */
+kiwi_status kw_write_file_atomic(const char *dir, const char *name, const void *data, size_t len,
+                                 char **errmsg);
+kiwi_status kw_truncate_file(const char *path, uint64_t len, char **errmsg); /* and fsync */
+
+/* ---- directories and names ---- */
+kiwi_status kw_mkdir_p(const char *path, char **errmsg);
+kiwi_status kw_fsync_dir(const char *dir, char **errmsg);
+kiwi_status kw_remove_file(const char *path, char **errmsg); /* ENOENT is not an error */
+kiwi_status kw_rename_file(const char *from, const char *to, char **errmsg);
+/* The names in dir (without "." and ".."), malloc'd; free with kw_free_names. */
+kiwi_status kw_list_dir(const char *dir, char ***names, size_t *count, char **errmsg);
+void kw_free_names(char **names, size_t count);
+bool kw_path_exists(const char *path);
+bool kw_is_directory(const char *path);
+/* File size by path; KIWI_IO_ERROR naming the path if it cannot be stat'ed. */
+kiwi_status kw_file_size_of(const char *path, uint64_t *size, char **errmsg);
+
+/* "dir/000012.sst": malloc'd path of a numbered file with the given suffix ("log", "sst") */
+char *kw_numbered_path(const char *dir, uint64_t number, const char *suffix);
+char *kw_join_path(const char *dir, const char *name);
+
+/* Monotonic clock in microseconds. */
+uint64_t kw_now_micros(void);
+
+#endif /* KW_ENV_H */

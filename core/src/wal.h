@@ -1,0 +1,68 @@
+/*
+ * wal.h: the record log used by the write-ahead log (NNNNNN.log) and the manifest
+ * (MANIFEST-NNNNNN): a sequence of framed records.
+ *
+ * Record framing (all little-endian):
+ *     [u32 length of payload][u32 CRC32C of payload][payload: length bytes]
+ * A record is written with a single write(2) (kw_file_append), so after a process crash a record
+ * is either whole or a torn tail at the end of the file.
+ *
+ * Reading: every whole record with a good CRC is handed to the callback in order. At the end of
+ * the file, a record whose header or payload runs past EOF, or whose CRC fails and which ends
+ * exactly at EOF, is a *torn tail*: it is reported in the stats (torn_tail, torn_bytes), not an
+ * error, and the caller may cut it off (kw_truncate_file). A bad record before the tail is
+ * KIWI_CORRUPTION naming the file and the record's offset — unless mode is KW_WAL_SKIP_CORRUPT,
+ * which skips it when its length field is plausible (the next record starts right after it),
+ * counts it in skipped_records/skipped_bytes and goes on; a corrupt length there ends the read
+ * as a torn tail would.
+ */
+#ifndef KW_WAL_H
+#define KW_WAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "env.h"
+
+#define KW_WAL_HEADER_SIZE 8
+#define KW_WAL_MAX_RECORD (512u * 1024u * 1024u) /* a longer length field is corrupt */
+
+typedef struct kw_wal_writer kw_wal_writer;
+
+/* Creates a new log file (truncating any file of that name). */
+kiwi_status kw_wal_writer_create(const char *path, kw_wal_writer **out, char **errmsg);
+/* Appends one framed record with one write(2). */
+kiwi_status kw_wal_writer_add(kw_wal_writer *w, kw_slice payload, char **errmsg);
+/* Appends several framed records with one writev(2) (group commit). */
+kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, size_t count,
+                                   char **errmsg);
+kiwi_status kw_wal_writer_sync(kw_wal_writer *w, char **errmsg); /* fdatasync */
+uint64_t kw_wal_writer_size(const kw_wal_writer *w);
+const char *kw_wal_writer_path(const kw_wal_writer *w);
+/* Optionally syncs, then closes and frees (always frees). */
+kiwi_status kw_wal_writer_close(kw_wal_writer *w, bool sync, char **errmsg);
+
+typedef enum {
+    KW_WAL_TOLERATE_TAIL = 0, /* default: cut a torn tail, fail on corruption before it */
+    KW_WAL_SKIP_CORRUPT       /* also skip corrupt records before the tail (with a warning) */
+} kw_wal_recovery_mode;
+
+typedef struct {
+    uint64_t records;         /* whole records delivered */
+    uint64_t good_bytes;      /* offset just past the last good record */
+    bool torn_tail;           /* a torn record was found at the end */
+    uint64_t torn_bytes;      /* bytes from good_bytes to EOF */
+    uint64_t skipped_records; /* KW_WAL_SKIP_CORRUPT only */
+    uint64_t skipped_bytes;
+} kw_wal_read_stats;
+
+/* Called for each whole record, in file order; a non-OK return stops the read and is returned.
+ * `offset` is the record's offset in the file. payload is valid only during the call. */
+typedef kiwi_status (*kw_wal_record_fn)(void *ctx, kw_slice payload, uint64_t offset,
+                                        char **errmsg);
+
+kiwi_status kw_wal_read(const char *path, kw_wal_recovery_mode mode, kw_wal_record_fn fn,
+                        void *ctx, kw_wal_read_stats *stats, char **errmsg);
+
+#endif /* KW_WAL_H */
