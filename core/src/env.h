@@ -14,7 +14,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "common.h"
 
@@ -30,6 +32,11 @@ typedef struct {
     int (*unlink)(const char *path);
     int (*ftruncate)(int fd, off_t len);
     void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+    /* Added by the env layer (after the lead's entries, so existing initialisers still work): */
+    ssize_t (*writev)(int fd, const struct iovec *iov, int iovcnt);
+    int (*munmap)(void *addr, size_t len);
+    int (*fstat)(int fd, struct stat *st);
+    int (*mkdir)(const char *path, mode_t mode);
 } kw_syscall_table;
 extern kw_syscall_table kw_syscalls;
 /* Restores the libc defaults. */
