@@ -1,0 +1,135 @@
+/*
+ * arena.c: the memtable's bump allocator.
+ *
+ * Concurrency model: the arena's `current` block is published through an atomic pointer, and
+ * each block carries its own atomic `used` counter. An allocation is one atomic fetch_add on the
+ * current block's counter (the fast path, no lock). When the block is full, the allocating thread
+ * takes the mutex, installs a fresh block (carving its own request first) and publishes it.
+ *
+ * Why this is safe without the lock: blocks are never freed or reused before kw_arena_destroy,
+ * so a thread that loaded a block that has since been replaced only bumps that old block's
+ * counter past its end, sees the overflow and retries. Every byte handed out is inside exactly
+ * one successful fetch_add range, so no two allocations overlap. The counter cannot wrap: each
+ * failed attempt adds at most block_size/4 bytes.
+ *
+ * Memory accounting (`usage`) is an atomic sum of the bytes of every block malloc'd, readable at
+ * any time without the lock.
+ */
+#include "arena.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "common.h"
+
+#define ARENA_DEFAULT_BLOCK (64u * 1024u)
+#define ARENA_ALIGN 8u
+
+typedef struct arena_block {
+    struct arena_block *next; /* all blocks, newest first; guarded by the arena's mutex */
+    size_t size;              /* bytes in data[] */
+    _Atomic size_t used;      /* bytes handed out (may exceed size after a failed attempt) */
+    _Alignas(16) char data[];
+} arena_block;
+
+struct kw_arena {
+    size_t block_size;
+    _Atomic(arena_block *) current; /* the block the fast path bumps; NULL before the first */
+    _Atomic size_t usage;           /* bytes malloc'd for blocks, headers included */
+    pthread_mutex_t mu;             /* guards `blocks` and the replacement of `current` */
+    arena_block *blocks;
+};
+
+kw_arena *kw_arena_create(size_t block_size)
+{
+    kw_arena *a = kw_calloc(1, sizeof *a);
+    if (block_size == 0)
+        block_size = ARENA_DEFAULT_BLOCK;
+    if (block_size < 4 * ARENA_ALIGN)
+        block_size = 4 * ARENA_ALIGN;
+    a->block_size = (block_size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    atomic_init(&a->current, NULL);
+    atomic_init(&a->usage, 0);
+    pthread_mutex_init(&a->mu, NULL);
+    a->blocks = NULL;
+    return a;
+}
+
+/* Mallocs a block with `used` bytes already claimed and links it in. Caller holds a->mu. */
+static arena_block *new_block_locked(kw_arena *a, size_t size, size_t used)
+{
+    arena_block *b = kw_malloc(sizeof *b + size);
+    b->size = size;
+    atomic_init(&b->used, used);
+    b->next = a->blocks;
+    a->blocks = b;
+    atomic_fetch_add_explicit(&a->usage, sizeof *b + size, memory_order_relaxed);
+    return b;
+}
+
+/* Claims n bytes (a multiple of ARENA_ALIGN) from b, or returns NULL if b lacks room. */
+static void *try_bump(arena_block *b, size_t n)
+{
+    if (b == NULL)
+        return NULL;
+    size_t off = atomic_fetch_add_explicit(&b->used, n, memory_order_relaxed);
+    if (off > b->size || b->size - off < n)
+        return NULL;
+    return b->data + off;
+}
+
+static void *alloc_slow(kw_arena *a, size_t n)
+{
+    pthread_mutex_lock(&a->mu);
+    void *p;
+    if (n > a->block_size / 4) {
+        /* Big: a block of its own; the current block keeps serving small requests. */
+        p = new_block_locked(a, n, n)->data;
+    } else {
+        /* Another thread may have installed a fresh block while we waited. */
+        p = try_bump(atomic_load_explicit(&a->current, memory_order_acquire), n);
+        if (p == NULL) {
+            arena_block *b = new_block_locked(a, a->block_size, n);
+            atomic_store_explicit(&a->current, b, memory_order_release);
+            p = b->data;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return p;
+}
+
+void *kw_arena_alloc(kw_arena *a, size_t n)
+{
+    if (n == 0)
+        n = 1;
+    if (n > SIZE_MAX - ARENA_ALIGN)
+        n = SIZE_MAX - ARENA_ALIGN; /* kw_malloc will abort on it */
+    n = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (n <= a->block_size / 4) {
+        void *p = try_bump(atomic_load_explicit(&a->current, memory_order_acquire), n);
+        if (p != NULL)
+            return p;
+    }
+    return alloc_slow(a, n);
+}
+
+size_t kw_arena_memory_usage(const kw_arena *a)
+{
+    return atomic_load_explicit(&a->usage, memory_order_relaxed);
+}
+
+void kw_arena_destroy(kw_arena *a)
+{
+    if (a == NULL)
+        return;
+    arena_block *b = a->blocks;
+    while (b != NULL) {
+        arena_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
