@@ -14,7 +14,6 @@
 
 #include <pthread.h>
 #include <stdbool.h>
-#include <string.h>
 
 #include "coding.h"
 
@@ -88,26 +87,21 @@ __attribute__((target("sse4.2"))) static uint32_t hw_update(uint32_t crc, const 
         n--;
     }
     uint64_t c = crc;
+    const char *q = (const char *)p;
     while (n >= 32) {
-        uint64_t w0, w1, w2, w3;
-        memcpy(&w0, p, 8);
-        memcpy(&w1, p + 8, 8);
-        memcpy(&w2, p + 16, 8);
-        memcpy(&w3, p + 24, 8);
-        c = _mm_crc32_u64(c, w0);
-        c = _mm_crc32_u64(c, w1);
-        c = _mm_crc32_u64(c, w2);
-        c = _mm_crc32_u64(c, w3);
-        p += 32;
+        c = _mm_crc32_u64(c, kw_decode_fixed64(q));
+        c = _mm_crc32_u64(c, kw_decode_fixed64(q + 8));
+        c = _mm_crc32_u64(c, kw_decode_fixed64(q + 16));
+        c = _mm_crc32_u64(c, kw_decode_fixed64(q + 24));
+        q += 32;
         n -= 32;
     }
     while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8); /* x86 is little-endian, as the CRC's byte order requires */
-        c = _mm_crc32_u64(c, w);
-        p += 8;
+        c = _mm_crc32_u64(c, kw_decode_fixed64(q)); /* compiles to one load on x86 */
+        q += 8;
         n -= 8;
     }
+    p = (const uint8_t *)q;
     crc = (uint32_t)c;
     while (n > 0) {
         crc = _mm_crc32_u8(crc, *p++);

@@ -29,24 +29,17 @@ static int sys_open(const char *path, int flags, mode_t mode)
     return open(path, flags, mode);
 }
 
-static const kw_syscall_table default_syscalls = {
-    .open = sys_open,
-    .close = close,
-    .write = write,
-    .pread = pread,
-    .fdatasync = fdatasync,
-    .fsync = fsync,
-    .rename = rename,
-    .unlink = unlink,
-    .ftruncate = ftruncate,
-    .mmap = mmap,
-    .writev = writev,
-    .munmap = munmap,
-    .fstat = fstat,
-    .mkdir = mkdir,
-};
+/* Spelled out once as a macro because C wants a constant initializer for both tables. */
+#define KW_DEFAULT_SYSCALLS                                                                       \
+    {                                                                                             \
+        .open = sys_open, .close = close, .write = write, .pread = pread,                         \
+        .fdatasync = fdatasync, .fsync = fsync, .rename = rename, .unlink = unlink,               \
+        .ftruncate = ftruncate, .mmap = mmap, .writev = writev, .munmap = munmap,                 \
+        .fstat = fstat, .mkdir = mkdir,                                                           \
+    }
 
-kw_syscall_table kw_syscalls = default_syscalls;
+static const kw_syscall_table default_syscalls = KW_DEFAULT_SYSCALLS;
+kw_syscall_table kw_syscalls = KW_DEFAULT_SYSCALLS;
 
 void kw_syscalls_reset(void)
 {
