@@ -71,7 +71,8 @@ typedef struct {
 
 /* ---- options ---------------------------------------------------------------------------------
  * Names and values are the config.json settings, as strings ("10", "0.01", "true"). mode is "dev"
- * or "prod"; NULL means "dev". kiwi_options_create returns NULL for an unknown mode.
+ * or "prod"; NULL means "prod" (dev mode has tiny memtables for watching the tree work; prod is
+ * what a program should run with). kiwi_options_create returns NULL for an unknown mode.
  * kiwi_options_set validates type and range and fails with KIWI_INVALID_ARGUMENT naming the
  * setting and the allowed range. Not thread-safe: set options before sharing the handle. */
 kiwi_options *kiwi_options_create(const char *mode);
@@ -81,7 +82,7 @@ void kiwi_options_destroy(kiwi_options *);
 /* ---- open / close ----------------------------------------------------------------------------
  * kiwi_open creates the directory if missing, takes the LOCK (KIWI_BUSY if another process or
  * another handle in this process owns it), reads the manifest, replays the WALs and deletes files
- * the manifest does not own. NULL options mean kiwi_options_create("dev").
+ * the manifest does not own. NULL options mean kiwi_options_create("prod").
  * kiwi_close waits for background work, syncs the WAL, releases the lock and frees the handle,
  * including any iterators and snapshots still open (using them afterwards is undefined in C; the
  * Lua binding tracks them and raises). It returns the first background error, if any. */

@@ -1,0 +1,312 @@
+/*
+ * db_iter.c: kiwi_iter, the user-facing iterator: one snapshot of the user keys, newest visible
+ * version of each, tombstones hidden.
+ *
+ * It walks a merging iterator over every layer of a pinned view (kw_super). Internal keys come
+ * newest version first within a user key. Forward, the first visible version (sequence <= the
+ * iterator's sequence) of a key decides: a value is shown, a tombstone hides the key; older
+ * versions are skipped. Backward, versions of a key arrive oldest first, so the iterator keeps
+ * the last visible version it saw and decides when it crosses into the previous user key.
+ * Direction invariants (as LevelDB's DBIter):
+ *   FORWARD: the merging iterator stands on the entry that produced the current key.
+ *   REVERSE: it stands just before every entry of the current key.
+ * The current key and value are always copies (kw_buf), valid until the iterator moves.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "dbformat.h"
+#include "merge_iter.h"
+
+enum { FORWARD, REVERSE };
+
+struct kiwi_iter {
+    kiwi_db *db;
+    kw_super *view;
+    kw_iter *merge;
+    uint64_t seq;
+    int dir;
+    bool valid;
+    kw_buf key;   /* current user key */
+    kw_buf value; /* current value */
+    kw_buf skip;  /* scratch: a user key to skip past */
+    kw_buf seek;  /* scratch: an internal seek key */
+    kiwi_status status;
+    char *errmsg;
+    struct kiwi_iter *prev, *next; /* the db's list of live iterators (guarded by db->mu) */
+};
+
+static bool parse_entry(kiwi_iter *it, kw_slice ikey)
+{
+    if (ikey.size >= KW_TRAILER_SIZE)
+        return true;
+    it->status = kw_error(&it->errmsg, KIWI_CORRUPTION, "internal key of %zu bytes is too short",
+                          ikey.size);
+    it->valid = false;
+    return false;
+}
+
+static void set_buf(kw_buf *b, kw_slice s)
+{
+    kw_buf_clear(b);
+    kw_buf_append(b, s.data, s.size);
+}
+
+static void check_status(kiwi_iter *it)
+{
+    if (it->status == KIWI_OK && !kw_iter_valid(it->merge))
+        it->status = kw_iter_status(it->merge, &it->errmsg);
+    if (it->status != KIWI_OK)
+        it->valid = false;
+}
+
+/* Forward: the first visible, live user entry at or after the merge position, skipping the user
+ * key in it->skip when has_skip. */
+static void find_next(kiwi_iter *it, bool has_skip)
+{
+    while (kw_iter_valid(it->merge)) {
+        kw_slice ikey = kw_iter_key(it->merge);
+        if (!parse_entry(it, ikey))
+            return;
+        kw_slice ukey = kw_ikey_user(ikey);
+        if (kw_ikey_seq(ikey) <= it->seq) {
+            bool hidden = has_skip &&
+                          kw_slice_compare(ukey, kw_slice_make(it->skip.data, it->skip.len)) <= 0;
+            if (!hidden) {
+                if (kw_ikey_type(ikey) == KW_TYPE_DELETE) {
+                    set_buf(&it->skip, ukey);
+                    has_skip = true;
+                } else {
+                    set_buf(&it->key, ukey);
+                    set_buf(&it->value, kw_iter_value(it->merge));
+                    it->valid = true;
+                    return;
+                }
+            }
+        }
+        kw_iter_next(it->merge);
+    }
+    it->valid = false;
+    check_status(it);
+}
+
+/* Backward: the newest visible version of the previous live user key. */
+static void find_prev(kiwi_iter *it)
+{
+    kw_value_type vt = KW_TYPE_DELETE;
+    while (kw_iter_valid(it->merge)) {
+        kw_slice ikey = kw_iter_key(it->merge);
+        if (!parse_entry(it, ikey))
+            return;
+        if (kw_ikey_seq(ikey) <= it->seq) {
+            kw_slice ukey = kw_ikey_user(ikey);
+            if (vt != KW_TYPE_DELETE &&
+                kw_slice_compare(ukey, kw_slice_make(it->key.data, it->key.len)) < 0)
+                break; /* crossed into an earlier key: the saved one is the answer */
+            vt = kw_ikey_type(ikey);
+            if (vt == KW_TYPE_DELETE) {
+                kw_buf_clear(&it->key);
+                kw_buf_clear(&it->value);
+            } else {
+                set_buf(&it->key, ukey);
+                set_buf(&it->value, kw_iter_value(it->merge));
+            }
+        }
+        kw_iter_prev(it->merge);
+    }
+    if (vt == KW_TYPE_DELETE) {
+        it->valid = false;
+        it->dir = FORWARD;
+        check_status(it);
+    } else {
+        it->valid = true;
+    }
+}
+
+kiwi_iter *kiwi_iter_create(kiwi_db *db, const kiwi_read_options *ro)
+{
+    if (db == NULL)
+        return NULL;
+    pthread_mutex_lock(&db->mu);
+    if (db->closing) {
+        pthread_mutex_unlock(&db->mu);
+        return NULL;
+    }
+    kiwi_iter *it = kw_calloc(1, sizeof *it);
+    it->db = db;
+    it->seq = kw_db_read_seq(db, ro);
+    it->view = db->super;
+    atomic_fetch_add(&it->view->refs, 1);
+    it->next = db->iters;
+    if (db->iters)
+        db->iters->prev = it;
+    db->iters = it;
+    pthread_mutex_unlock(&db->mu);
+
+    kw_super *s = it->view;
+    const kw_version *v = s->version;
+    size_t n = 1 + s->nimm;
+    for (int l = 0; l < KW_MAX_LEVELS; l++)
+        n += v->nfiles[l];
+    kw_iter **children = kw_calloc(n, sizeof *children);
+    size_t k = 0;
+    children[k++] = kw_memtable_iter(s->mem);
+    for (size_t i = 0; i < s->nimm; i++)
+        children[k++] = kw_memtable_iter(s->imm[i]);
+    for (int l = 0; l < KW_MAX_LEVELS; l++)
+        for (size_t i = 0; i < v->nfiles[l]; i++)
+            children[k++] = kw_table_iter(v->files[l][i]->table);
+    it->merge = kw_merge_iter_create(children, k);
+    free(children);
+    kw_buf_init(&it->key);
+    kw_buf_init(&it->value);
+    kw_buf_init(&it->skip);
+    kw_buf_init(&it->seek);
+    atomic_fetch_add(&db->stats.iterators_created, 1);
+    return it;
+}
+
+static void iter_free(kiwi_iter *it)
+{
+    kw_iter_destroy(it->merge);
+    kw_super_release(it->view);
+    kw_buf_free(&it->key);
+    kw_buf_free(&it->value);
+    kw_buf_free(&it->skip);
+    kw_buf_free(&it->seek);
+    free(it->errmsg);
+    free(it);
+}
+
+static void unlink_iter(kiwi_db *db, kiwi_iter *it)
+{
+    if (it->prev)
+        it->prev->next = it->next;
+    else
+        db->iters = it->next;
+    if (it->next)
+        it->next->prev = it->prev;
+}
+
+void kiwi_iter_destroy(kiwi_iter *it)
+{
+    if (it == NULL)
+        return;
+    kiwi_db *db = it->db;
+    pthread_mutex_lock(&db->mu);
+    unlink_iter(db, it);
+    pthread_mutex_unlock(&db->mu);
+    iter_free(it);
+}
+
+void kw_db_iters_close_all(kiwi_db *db)
+{
+    while (db->iters) {
+        kiwi_iter *it = db->iters;
+        unlink_iter(db, it);
+        iter_free(it);
+    }
+}
+
+void kiwi_iter_seek_to_first(kiwi_iter *it)
+{
+    it->dir = FORWARD;
+    kw_iter_seek_to_first(it->merge);
+    find_next(it, false);
+}
+
+void kiwi_iter_seek_to_last(kiwi_iter *it)
+{
+    it->dir = REVERSE;
+    kw_iter_seek_to_last(it->merge);
+    find_prev(it);
+}
+
+void kiwi_iter_seek(kiwi_iter *it, const char *key, size_t klen)
+{
+    it->dir = FORWARD;
+    kw_buf_clear(&it->seek);
+    kw_ikey_append(&it->seek, kw_slice_make(key ? key : "", klen), it->seq, KW_TYPE_FOR_SEEK);
+    kw_iter_seek(it->merge, kw_slice_make(it->seek.data, it->seek.len));
+    find_next(it, false);
+}
+
+void kiwi_iter_next(kiwi_iter *it)
+{
+    if (!it->valid)
+        return;
+    set_buf(&it->skip, kw_slice_make(it->key.data, it->key.len));
+    if (it->dir == REVERSE) {
+        /* The merge stands before the current key's entries: step onto them. */
+        if (kw_iter_valid(it->merge))
+            kw_iter_next(it->merge);
+        else
+            kw_iter_seek_to_first(it->merge);
+        it->dir = FORWARD;
+    } else {
+        kw_iter_next(it->merge);
+    }
+    find_next(it, true);
+}
+
+void kiwi_iter_prev(kiwi_iter *it)
+{
+    if (!it->valid)
+        return;
+    if (it->dir == FORWARD) {
+        /* Step back past every entry of the current key. */
+        kw_slice cur = kw_slice_make(it->key.data, it->key.len);
+        for (;;) {
+            kw_iter_prev(it->merge);
+            if (!kw_iter_valid(it->merge)) {
+                it->valid = false;
+                check_status(it);
+                return;
+            }
+            if (kw_slice_compare(kw_ikey_user(kw_iter_key(it->merge)), cur) < 0)
+                break;
+        }
+        it->dir = REVERSE;
+    }
+    find_prev(it);
+}
+
+void kiwi_iter_seek_for_prev(kiwi_iter *it, const char *key, size_t klen)
+{
+    kiwi_iter_seek(it, key, klen);
+    if (!it->valid) {
+        if (it->status == KIWI_OK)
+            kiwi_iter_seek_to_last(it);
+        return;
+    }
+    if (it->key.len == klen && (klen == 0 || memcmp(it->key.data, key, klen) == 0))
+        return;
+    kiwi_iter_prev(it);
+}
+
+bool kiwi_iter_valid(const kiwi_iter *it)
+{
+    return it && it->valid;
+}
+
+const char *kiwi_iter_key(const kiwi_iter *it, size_t *len)
+{
+    *len = it->key.len;
+    return it->key.data ? it->key.data : "";
+}
+
+const char *kiwi_iter_value(const kiwi_iter *it, size_t *len)
+{
+    *len = it->value.len;
+    return it->value.data ? it->value.data : "";
+}
+
+kiwi_status kiwi_iter_status(const kiwi_iter *it, char **errmsg)
+{
+    if (it->status != KIWI_OK && errmsg) {
+        free(*errmsg);
+        *errmsg = kw_strdup(it->errmsg ? it->errmsg : kiwi_status_name(it->status));
+    }
+    return it->status;
+}

@@ -1,0 +1,204 @@
+/*
+ * db_read.c: reader views (kw_super), snapshots and point reads.
+ *
+ * A get pins the current view (mutex held only to take a reference), then asks each layer in
+ * order, newest first: the active memtable, the immutable memtables, L0 files newest first, then
+ * L1.. where at most one file per level can hold the key. The first layer that knows the key
+ * (a value or a tombstone) answers.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "dbformat.h"
+
+/* ---- views ------------------------------------------------------------------------------ */
+
+void kw_db_install_super(kiwi_db *db)
+{
+    kw_super *s = kw_calloc(1, sizeof *s);
+    atomic_init(&s->refs, 1);
+    s->mem = db->mem;
+    kw_memtable_ref(s->mem);
+    s->imm = kw_calloc(db->njobs ? db->njobs : 1, sizeof(kw_memtable *));
+    /* jobs are oldest first; the view wants newest first */
+    size_t i = db->njobs;
+    for (kw_flush_job *j = db->jobs_head; j; j = j->next) {
+        s->imm[--i] = j->mem;
+        kw_memtable_ref(j->mem);
+    }
+    s->nimm = db->njobs;
+    s->version = kw_vset_current(db->vs);
+    kw_super *old = db->super;
+    db->super = s;
+    if (old)
+        kw_super_release(old);
+}
+
+kw_super *kw_super_acquire(kiwi_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    kw_super *s = db->super;
+    atomic_fetch_add(&s->refs, 1);
+    pthread_mutex_unlock(&db->mu);
+    return s;
+}
+
+void kw_super_release(kw_super *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    kw_memtable_unref(s->mem);
+    for (size_t i = 0; i < s->nimm; i++)
+        kw_memtable_unref(s->imm[i]);
+    free(s->imm);
+    kw_version_unref(s->version);
+    free(s);
+}
+
+uint64_t kw_db_read_seq(kiwi_db *db, const kiwi_read_options *ro)
+{
+    if (ro && ro->snapshot)
+        return ro->snapshot->seq;
+    return atomic_load(&db->visible_seq);
+}
+
+/* ---- snapshots -------------------------------------------------------------------------- */
+
+const kiwi_snapshot *kiwi_snapshot_create(kiwi_db *db)
+{
+    if (db == NULL)
+        return NULL;
+    kw_snapshot_node *s = kw_calloc(1, sizeof *s);
+    pthread_mutex_lock(&db->mu);
+    if (db->closing) {
+        pthread_mutex_unlock(&db->mu);
+        free(s);
+        return NULL;
+    }
+    s->seq = atomic_load(&db->visible_seq);
+    s->prev = db->snapshots.prev; /* newest at the tail */
+    s->next = &db->snapshots;
+    s->prev->next = s;
+    db->snapshots.prev = s;
+    db->nsnapshots++;
+    pthread_mutex_unlock(&db->mu);
+    atomic_fetch_add(&db->stats.snapshots_created, 1);
+    return s;
+}
+
+uint64_t kiwi_snapshot_sequence(const kiwi_snapshot *s)
+{
+    return s ? s->seq : 0;
+}
+
+void kiwi_snapshot_release(kiwi_db *db, const kiwi_snapshot *snap)
+{
+    if (db == NULL || snap == NULL)
+        return;
+    kw_snapshot_node *s = (kw_snapshot_node *)snap;
+    pthread_mutex_lock(&db->mu);
+    s->prev->next = s->next;
+    s->next->prev = s->prev;
+    db->nsnapshots--;
+    pthread_mutex_unlock(&db->mu);
+    free(s);
+}
+
+/* ---- point reads ------------------------------------------------------------------------ */
+
+/* Finds the files of a sorted level (L1+) whose key range may hold ukey: at most one. */
+static kw_file_meta *level_file_for(const kw_version *v, int level, kw_slice ukey)
+{
+    size_t lo = 0, hi = v->nfiles[level];
+    while (lo < hi) { /* first file whose largest user key >= ukey */
+        size_t mid = (lo + hi) / 2;
+        kw_file_meta *m = v->files[level][mid];
+        kw_slice largest = kw_ikey_user(kw_slice_make(m->largest, m->largest_len));
+        if (kw_slice_compare(largest, ukey) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == v->nfiles[level])
+        return NULL;
+    kw_file_meta *m = v->files[level][lo];
+    kw_slice smallest = kw_ikey_user(kw_slice_make(m->smallest, m->smallest_len));
+    return kw_slice_compare(smallest, ukey) <= 0 ? m : NULL;
+}
+
+static bool key_in_range(const kw_file_meta *m, kw_slice ukey)
+{
+    kw_slice s = kw_ikey_user(kw_slice_make(m->smallest, m->smallest_len));
+    kw_slice l = kw_ikey_user(kw_slice_make(m->largest, m->largest_len));
+    return kw_slice_compare(s, ukey) <= 0 && kw_slice_compare(ukey, l) <= 0;
+}
+
+static kiwi_status table_lookup(kiwi_db *db, kw_file_meta *m, kw_slice ukey, uint64_t seq,
+                                kw_lookup *res, kw_slice *value, char **errmsg)
+{
+    kw_table_lookup_info info;
+    kiwi_status st = kw_table_get(m->table, ukey, seq, res, value, &info, errmsg);
+    if (!info.bloom_may_contain)
+        atomic_fetch_add(&db->stats.bloom_negatives, 1);
+    if (info.block_read)
+        atomic_fetch_add(&db->stats.sstable_reads, 1);
+    return st;
+}
+
+/* Looks ukey up in the view; on KW_LOOKUP_FOUND *value is valid while s is pinned. */
+static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t seq, kw_lookup *res,
+                            kw_slice *value, char **errmsg)
+{
+    *res = kw_memtable_get(s->mem, ukey, seq, value);
+    for (size_t i = 0; *res == KW_LOOKUP_MISS && i < s->nimm; i++)
+        *res = kw_memtable_get(s->imm[i], ukey, seq, value);
+    if (*res != KW_LOOKUP_MISS) {
+        atomic_fetch_add(&db->stats.memtable_hits, 1);
+        return KIWI_OK;
+    }
+    const kw_version *v = s->version;
+    for (size_t i = 0; i < v->nfiles[0]; i++) {
+        kw_file_meta *m = v->files[0][i];
+        if (m->min_seq > seq || !key_in_range(m, ukey))
+            continue;
+        kiwi_status st = table_lookup(db, m, ukey, seq, res, value, errmsg);
+        if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
+            return st;
+    }
+    for (int l = 1; l < KW_MAX_LEVELS; l++) {
+        kw_file_meta *m = level_file_for(v, l, ukey);
+        if (m == NULL)
+            continue;
+        kiwi_status st = table_lookup(db, m, ukey, seq, res, value, errmsg);
+        if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
+            return st;
+    }
+    return KIWI_OK;
+}
+
+kiwi_status kiwi_get(kiwi_db *db, const kiwi_read_options *ro, const char *key, size_t klen,
+                     char **val, size_t *vlen, char **errmsg)
+{
+    if (db == NULL || val == NULL || vlen == NULL || (key == NULL && klen > 0))
+        return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "kiwi_get: NULL argument");
+    *val = NULL;
+    *vlen = 0;
+    atomic_fetch_add(&db->stats.gets, 1);
+    uint64_t seq = kw_db_read_seq(db, ro);
+    kw_super *s = kw_super_acquire(db);
+    kw_lookup res = KW_LOOKUP_MISS;
+    kw_slice value = {NULL, 0};
+    kiwi_status st = view_get(db, s, kw_slice_make(key ? key : "", klen), seq, &res, &value,
+                              errmsg);
+    if (st == KIWI_OK && res == KW_LOOKUP_FOUND) {
+        *val = kw_memdup(value.data, value.size);
+        *vlen = value.size;
+        atomic_fetch_add(&db->stats.get_hits, 1);
+    } else if (st == KIWI_OK) {
+        st = KIWI_NOT_FOUND;
+        atomic_fetch_add(&db->stats.get_misses, 1);
+    }
+    kw_super_release(s);
+    return st;
+}
