@@ -46,8 +46,9 @@ static int ctest_failed;
     do {                                                                                       \
         int ctest_st = (int)(expr);                                                            \
         if (ctest_st != 0) {                                                                   \
+            char **ctest_e = (errmsg_ptr);                                                     \
             fprintf(stderr, "%s:%d: %s returned %d: %s\n", __FILE__, __LINE__, #expr, ctest_st, \
-                    (errmsg_ptr) && *(errmsg_ptr) ? *(errmsg_ptr) : "(no message)");           \
+                    ctest_e != NULL && *ctest_e != NULL ? *ctest_e : "(no message)");          \
             ctest_failures_in_test++;                                                          \
             return;                                                                            \
         }                                                                                      \
