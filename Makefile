@@ -62,8 +62,11 @@ $(1)/obj $(1)/test:
 endef
 
 $(eval $(call flavour,$(REL),$(OPT)))
-$(eval $(call flavour,$(ASAN),-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined))
-$(eval $(call flavour,$(TSAN),-O1 -fsanitize=thread))
+# (the flags live in variables: a comma inside $(call ...) would split the argument)
+ASAN_FLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+TSAN_FLAGS := -O1 -fsanitize=thread
+$(eval $(call flavour,$(ASAN),$$(ASAN_FLAGS)))
+$(eval $(call flavour,$(TSAN),$$(TSAN_FLAGS)))
 
 lib: bootstrap-quiet $(REL)/libkiwi.a
 

@@ -161,13 +161,13 @@ static void test_reopen_after_each_op(void)
     REOPEN();
     CHECK(get_is(db, NULL, "z", 1, "2", 1) == 1);
     for (int i = 0; i < 20; i++) { /* several rotations in dev mode */
-        char k[8];
+        char k[16];
         snprintf(k, sizeof k, "r%02d", i);
         put(db, k, strlen(k), k, strlen(k));
     }
     REOPEN();
     for (int i = 0; i < 20; i++) {
-        char k[8];
+        char k[16];
         snprintf(k, sizeof k, "r%02d", i);
         CHECK(get_is(db, NULL, k, strlen(k), k, strlen(k)) == 1);
     }
@@ -352,7 +352,7 @@ static void test_snapshot(void)
     put(db, "c", 1, "new", 3);
     CHECK(kiwi_flush(db, NULL) == KIWI_OK);
     for (int i = 0; i < 12; i++) { /* rotate a few memtables past it */
-        char kk[8];
+        char kk[16];
         snprintf(kk, sizeof kk, "z%d", i);
         put(db, kk, strlen(kk), "x", 1);
     }
