@@ -32,6 +32,16 @@
 #include "iterator.h"
 #include "memtable.h" /* kw_lookup */
 
+/* Format constants (docs/internals/sstable.md). The magic's little-endian bytes on disk are
+ * 69 6b 77 69 53 53 54 00, i.e. "ikwiSST\0". */
+#define KW_TABLE_MAGIC UINT64_C(0x0054535369776b69)
+#define KW_TABLE_FORMAT_VERSION 1
+#define KW_TABLE_FOOTER_SIZE 64
+#define KW_TABLE_TRAILER_SIZE 5      /* [u8 compression type][u32 CRC32C] after every block */
+#define KW_TABLE_FILTER_NAME "kiwi.bloom.v1"
+#define KW_TABLE_INDEX_RESTART_INTERVAL 1 /* every index key is stored whole */
+#define KW_TABLE_MAX_BLOCK_SIZE (256u * 1024u * 1024u) /* largest accepted block_size option */
+
 typedef struct {
     size_t block_size;       /* target uncompressed data block size, default 4096 */
     int restart_interval;    /* default 16 */
