@@ -1,0 +1,388 @@
+/*
+ * kiwi_db.c: the Lua type kiwi.db: open, close (with its children), and the blocking engine calls
+ * (put, delete, get, write, flush, compact_range, set_option, property_json, trace_json).
+ *
+ * Methods return true / a value, nil for a missing key, or nil, msg, code on a runtime failure;
+ * misuse (wrong types, a closed db, a dead snapshot) raises. db:close() is idempotent, like the
+ * __gc/__close it shares its code with; every other method on a closed db raises
+ * "attempt to use a closed kiwi db".
+ */
+#include <string.h>
+
+#include "binding.h"
+
+static lkiwi_db *todb(lua_State *L, int arg)
+{
+    return (lkiwi_db *)luaL_checkudata(L, arg, LKIWI_DB);
+}
+
+lkiwi_db *lkiwi_checkdb(lua_State *L, int arg)
+{
+    lkiwi_db *d = todb(L, arg);
+    if (d->db == NULL)
+        luaL_error(L, "attempt to use a closed kiwi db");
+    return d;
+}
+
+/* ---- children --------------------------------------------------------------------------------- */
+
+void lkiwi_db_adopt(lua_State *L, int dbidx, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_getiuservalue(L, dbidx, 1); /* -- children */
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+void lkiwi_db_disown(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_getiuservalue(L, idx, 1) == LUA_TUSERDATA       /* -- dbud */
+        && lua_getiuservalue(L, -1, 1) == LUA_TTABLE) {     /* -- dbud children */
+        lua_pushvalue(L, idx);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 2);
+}
+
+/* Destroys the C objects of every live child of the db userdata at idx (before kiwi_close). */
+static void invalidate_children(lua_State *L, int idx)
+{
+    if (lua_getiuservalue(L, idx, 1) != LUA_TTABLE) { /* -- children */
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) { /* -- children child true */
+        lkiwi_iter *it = (lkiwi_iter *)luaL_testudata(L, -2, LKIWI_ITER);
+        lkiwi_snapshot *s = (lkiwi_snapshot *)luaL_testudata(L, -2, LKIWI_SNAPSHOT);
+        if (it != NULL)
+            lkiwi_iter_invalidate(it);
+        else if (s != NULL)
+            lkiwi_snapshot_invalidate(s);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* ---- open / close ----------------------------------------------------------------------------- */
+
+static void options_free(void *p)
+{
+    kiwi_options_destroy((kiwi_options *)p);
+}
+
+/* Applies every name = value of the settings table at arg; on failure pushes the triple. */
+static int apply_settings(lua_State *L, int arg, kiwi_options *opts)
+{
+    lua_pushnil(L);
+    while (lua_next(L, arg) != 0) { /* -- name value */
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad settings table (string names and string values expected)");
+        char *errmsg = NULL;
+        kiwi_status st =
+            kiwi_options_set(opts, lua_tostring(L, -2), lua_tostring(L, -1), &errmsg);
+        if (st != KIWI_OK)
+            return lkiwi_push_fail(L, st, errmsg);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/*
+** core.open(path, mode, settings) -> db | nil, msg, code. mode is "dev" or "prod"; settings maps
+** setting names to string values (lua/kiwi/init.lua converts them). The handle is created closed
+** and opened last, so every early return leaves a handle __gc can ignore.
+*/
+int lkiwi_db_open(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    const char *mode = luaL_optstring(L, 2, "dev");
+    bool has_settings = lkiwi_opttable(L, 3);
+
+    lkiwi_db *d = (lkiwi_db *)lua_newuserdatauv(L, sizeof *d, 2); /* -- db */
+    d->db = NULL;
+    luaL_setmetatable(L, LKIWI_DB);
+    int dbidx = lua_gettop(L);
+    lua_newtable(L); /* the children, weak keys */
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setiuservalue(L, dbidx, 1);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, dbidx, 2);
+
+    void **box = lkiwi_newbox(L, options_free); /* -- db box */
+    kiwi_options *opts = kiwi_options_create(mode);
+    if (opts == NULL) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "invalid argument: unknown mode '%s' (expected dev or prod)", mode);
+        lua_pushstring(L, kiwi_status_name(KIWI_INVALID_ARGUMENT));
+        return 3;
+    }
+    *box = opts;
+    if (has_settings) {
+        int n = apply_settings(L, 3, opts);
+        if (n > 0)
+            return n;
+    }
+    char *errmsg = NULL;
+    kiwi_db *db = NULL;
+    kiwi_status st = kiwi_open(path, opts, &db, &errmsg);
+    if (st != KIWI_OK)
+        return lkiwi_push_fail(L, st, errmsg);
+    d->db = db;
+    lua_pushvalue(L, dbidx);
+    return 1;
+}
+
+/* Invalidates the children and closes the engine handle; returns the kiwi_close status. */
+static kiwi_status db_release(lua_State *L, int idx, lkiwi_db *d)
+{
+    if (d->db == NULL)
+        return KIWI_OK;
+    invalidate_children(L, idx);
+    lkiwi_req r;
+    lkiwi_req_init(&r, LKIWI_REQ_CLOSE, d->db);
+    d->db = NULL; /* closed from here on, whatever kiwi_close says */
+    lkiwi_req_run(&r);
+    return r.status;
+}
+
+/* db:close() -> true | nil, msg, code. Idempotent. */
+static int db_close(lua_State *L)
+{
+    lkiwi_db *d = todb(L, 1);
+    kiwi_status st = db_release(L, 1, d);
+    if (st == KIWI_OK) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_getiuservalue(L, 1, 2); /* -- path */
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: closing %s: the first background error", kiwi_status_name(st),
+                    lua_tostring(L, -2));
+    lua_pushstring(L, kiwi_status_name(st));
+    return 3;
+}
+
+/* __gc and __close: close quietly. */
+static int db_gc(lua_State *L)
+{
+    db_release(L, 1, todb(L, 1));
+    return 0;
+}
+
+static int db_tostring(lua_State *L)
+{
+    lkiwi_db *d = todb(L, 1);
+    lua_getiuservalue(L, 1, 2);
+    if (d->db == NULL)
+        lua_pushfstring(L, "kiwi.db (closed) %s", lua_tostring(L, -1));
+    else
+        lua_pushfstring(L, "kiwi.db (%p) %s", (void *)d->db, lua_tostring(L, -1));
+    return 1;
+}
+
+/* ---- options ---------------------------------------------------------------------------------- */
+
+/* Write options at arg: NULL (db default) or r->wo_store filled from { sync = bool }. */
+static void check_wopts(lua_State *L, int arg, lkiwi_req *r)
+{
+    if (!lkiwi_opttable(L, arg))
+        return;
+    int sync = lkiwi_optboolfield(L, arg, "sync");
+    if (sync < 0)
+        return;
+    r->wo_store.sync = sync != 0;
+    r->wopts = &r->wo_store;
+}
+
+const kiwi_read_options *lkiwi_check_ropts(lua_State *L, int arg, lkiwi_db *d,
+                                           kiwi_read_options *ro)
+{
+    if (!lkiwi_opttable(L, arg))
+        return NULL;
+    ro->snapshot = NULL;
+    ro->fill_cache = lkiwi_optboolfield(L, arg, "fill_cache") != 0;
+    if (lua_getfield(L, arg, "snapshot") != LUA_TNIL) { /* -- snap */
+        lkiwi_snapshot *s = (lkiwi_snapshot *)luaL_testudata(L, -1, LKIWI_SNAPSHOT);
+        if (s == NULL) {
+            luaL_error(L, "bad option 'snapshot' (kiwi.snapshot expected, got %s)",
+                       luaL_typename(L, -1));
+            return NULL; /* not reached: luaL_error does not return */
+        }
+        if (s->snap == NULL)
+            luaL_error(L, s->dbclosed ? "attempt to use a kiwi snapshot whose db is closed"
+                                      : "attempt to use a released kiwi snapshot");
+        if (s->db != d->db)
+            luaL_error(L, "bad option 'snapshot' (the snapshot belongs to another kiwi db)");
+        ro->snapshot = s->snap;
+    }
+    lua_pop(L, 1);
+    return ro;
+}
+
+/* ---- the blocking calls ------------------------------------------------------------------------ */
+
+static int run(lua_State *L, lkiwi_req *r)
+{
+    lkiwi_req_run(r);
+    return lkiwi_req_push(L, r);
+}
+
+/* db:put(key, value, wopts) -> true | nil, msg, code */
+static int db_put(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    lkiwi_req r;
+    lkiwi_req_init(&r, LKIWI_REQ_PUT, d->db);
+    r.key = lkiwi_checkbytes(L, 2, &r.klen);
+    r.val = lkiwi_checkbytes(L, 3, &r.vlen);
+    check_wopts(L, 4, &r);
+    return run(L, &r);
+}
+
+/* db:delete(key, wopts) -> true | nil, msg, code (deleting a missing key is not an error) */
+static int db_delete(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    lkiwi_req r;
+    lkiwi_req_init(&r, LKIWI_REQ_DELETE, d->db);
+    r.key = lkiwi_checkbytes(L, 2, &r.klen);
+    check_wopts(L, 3, &r);
+    return run(L, &r);
+}
+
+/* db:get(key, ropts) -> value | nil | nil, msg, code */
+static int db_get(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    lkiwi_req r;
+    lkiwi_req_init(&r, LKIWI_REQ_GET, d->db);
+    r.key = lkiwi_checkbytes(L, 2, &r.klen);
+    r.ro_store.fill_cache = true;
+    r.ropts = lkiwi_check_ropts(L, 3, d, &r.ro_store);
+    return run(L, &r);
+}
+
+/* db:write(batch, wopts) -> true | nil, msg, code: all of the batch or none of it */
+static int db_write(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    lkiwi_req r;
+    lkiwi_req_init(&r, LKIWI_REQ_WRITE, d->db);
+    r.batch = lkiwi_checkbatch(L, 2)->batch;
+    check_wopts(L, 3, &r);
+    return run(L, &r);
+}
+
+/* db:flush() -> true | nil, msg, code: every memtable is in an SSTable on return */
+static int db_flush(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    lkiwi_req r;
+    lkiwi_req_init(&r, LKIWI_REQ_FLUSH, d->db);
+    return run(L, &r);
+}
+
+/* db:compact_range(start, stop) -> true | nil, msg, code (nil bounds are open) */
+static int db_compact_range(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    lkiwi_req r;
+    lkiwi_req_init(&r, LKIWI_REQ_COMPACT, d->db);
+    r.key = lkiwi_optbytes(L, 2, &r.klen);
+    r.val = lkiwi_optbytes(L, 3, &r.vlen);
+    return run(L, &r);
+}
+
+/* db:set_option(name, value) -> true | nil, msg, code (both strings) */
+static int db_set_option(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    const char *value = lkiwi_checkbytes(L, 3, &(size_t){0});
+    char *errmsg = NULL;
+    kiwi_status st = kiwi_set_option(d->db, name, value, &errmsg);
+    if (st != KIWI_OK)
+        return lkiwi_push_fail(L, st, errmsg);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Pushes the JSON text json (owned) or nil. */
+static int push_json(lua_State *L, char *json)
+{
+    if (json == NULL)
+        lua_pushnil(L);
+    else
+        lkiwi_push_owned(L, json, strlen(json));
+    return 1;
+}
+
+/* db:property_json(name) -> JSON string | nil (unknown name) */
+static int db_property_json(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    return push_json(L, kiwi_property(d->db, name));
+}
+
+/* db:trace_json(key) -> JSON string | nil */
+static int db_trace_json(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    size_t klen;
+    const char *key = lkiwi_checkbytes(L, 2, &klen);
+    return push_json(L, kiwi_trace(d->db, key, klen));
+}
+
+/* db:is_closed() -> boolean */
+static int db_is_closed(lua_State *L)
+{
+    lua_pushboolean(L, todb(L, 1)->db == NULL);
+    return 1;
+}
+
+/* db:path() -> the path it was opened with */
+static int db_path(lua_State *L)
+{
+    todb(L, 1);
+    lua_getiuservalue(L, 1, 2);
+    return 1;
+}
+
+static const luaL_Reg db_meta[] = {
+    {"__gc", db_gc},
+    {"__close", db_gc},
+    {"__tostring", db_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg db_methods[] = {
+    {"put", db_put},
+    {"get", db_get},
+    {"delete", db_delete},
+    {"write", db_write},
+    {"scan", lkiwi_db_scan},
+    {"snapshot", lkiwi_db_snapshot},
+    {"flush", db_flush},
+    {"compact_range", db_compact_range},
+    {"set_option", db_set_option},
+    {"property_json", db_property_json},
+    {"trace_json", db_trace_json},
+    {"is_closed", db_is_closed},
+    {"path", db_path},
+    {"close", db_close},
+    {NULL, NULL},
+};
+
+void lkiwi_db_register(lua_State *L)
+{
+    lkiwi_newclass(L, LKIWI_DB, db_meta, db_methods);
+}

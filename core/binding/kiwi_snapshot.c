@@ -1,0 +1,110 @@
+/*
+ * kiwi_snapshot.c: the Lua type kiwi.snapshot, made by db:snapshot(). Reads through it
+ * (db:get(k, { snapshot = s }), db:scan(..., { snapshot = s })) see the db as it was when it was
+ * taken. snap:release() is idempotent and shared with __gc and __close; a released snapshot, or
+ * one whose db has closed, raises when used.
+ */
+#include "binding.h"
+
+static lkiwi_snapshot *tosnap(lua_State *L, int arg)
+{
+    return (lkiwi_snapshot *)luaL_checkudata(L, arg, LKIWI_SNAPSHOT);
+}
+
+lkiwi_snapshot *lkiwi_checksnapshot(lua_State *L, int arg)
+{
+    lkiwi_snapshot *s = tosnap(L, arg);
+    if (s->snap == NULL)
+        luaL_error(L, s->dbclosed ? "attempt to use a kiwi snapshot whose db is closed"
+                                  : "attempt to use a released kiwi snapshot");
+    return s;
+}
+
+/* Called by the db before kiwi_close: the snapshot dies with it. */
+void lkiwi_snapshot_invalidate(lkiwi_snapshot *s)
+{
+    if (s->snap == NULL)
+        return;
+    kiwi_snapshot_release(s->db, s->snap);
+    s->snap = NULL;
+    s->db = NULL;
+    s->dbclosed = true;
+}
+
+/* db:snapshot() -> snapshot | nil, msg, code */
+int lkiwi_db_snapshot(lua_State *L)
+{
+    lkiwi_db *d = lkiwi_checkdb(L, 1);
+    lkiwi_snapshot *s = (lkiwi_snapshot *)lua_newuserdatauv(L, sizeof *s, 1); /* -- snap */
+    s->snap = NULL; /* created released: nothing for __gc to do until the end */
+    s->db = NULL;
+    s->dbclosed = false;
+    luaL_setmetatable(L, LKIWI_SNAPSHOT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lkiwi_db_adopt(L, 1, -1);
+    const kiwi_snapshot *snap = kiwi_snapshot_create(d->db);
+    if (snap == NULL)
+        return lkiwi_push_fail(L, KIWI_CLOSED, NULL);
+    s->snap = snap;
+    s->db = d->db;
+    return 1;
+}
+
+/* snap:release(), __gc, __close: idempotent. */
+static int snap_release(lua_State *L)
+{
+    lkiwi_snapshot *s = tosnap(L, 1);
+    if (s->snap == NULL)
+        return 0;
+    kiwi_snapshot_release(s->db, s->snap);
+    s->snap = NULL;
+    s->db = NULL;
+    lkiwi_db_disown(L, 1);
+    return 0;
+}
+
+/* snap:sequence() -> integer: the sequence number the snapshot reads at */
+static int snap_sequence(lua_State *L)
+{
+    lkiwi_snapshot *s = lkiwi_checksnapshot(L, 1);
+    lua_pushinteger(L, (lua_Integer)kiwi_snapshot_sequence(s->snap));
+    return 1;
+}
+
+/* snap:is_released() -> boolean */
+static int snap_is_released(lua_State *L)
+{
+    lua_pushboolean(L, tosnap(L, 1)->snap == NULL);
+    return 1;
+}
+
+static int snap_tostring(lua_State *L)
+{
+    lkiwi_snapshot *s = tosnap(L, 1);
+    if (s->snap == NULL)
+        lua_pushliteral(L, "kiwi.snapshot (released)");
+    else
+        lua_pushfstring(L, "kiwi.snapshot (seq %I)",
+                        (lua_Integer)kiwi_snapshot_sequence(s->snap));
+    return 1;
+}
+
+static const luaL_Reg snap_meta[] = {
+    {"__gc", snap_release},
+    {"__close", snap_release},
+    {"__tostring", snap_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg snap_methods[] = {
+    {"release", snap_release},
+    {"sequence", snap_sequence},
+    {"is_released", snap_is_released},
+    {NULL, NULL},
+};
+
+void lkiwi_snapshot_register(lua_State *L)
+{
+    lkiwi_newclass(L, LKIWI_SNAPSHOT, snap_meta, snap_methods);
+}
