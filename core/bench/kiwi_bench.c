@@ -747,7 +747,11 @@ static void print_machine(FILE *f, const bench *b)
     fprintf(f, "| File system of `--db` | %s |\n", b->fs);
     fprintf(f, "| Load average (1, 5, 15 min) | at start %s; at end %s |\n", b->load[0],
             b->load[1]);
-    fprintf(f, "| kiwi | %s, mode `%s`", KIWI_VERSION_STRING, b->cfg.mode);
+    char rev[64], dirty[256];
+    first_line("git rev-parse --short HEAD 2>/dev/null", rev, sizeof rev);
+    first_line("git status --porcelain -- core 2>/dev/null | wc -l", dirty, sizeof dirty);
+    fprintf(f, "| kiwi | %s, git %s%s, mode `%s`", KIWI_VERSION_STRING, rev,
+            strcmp(dirty, "0") == 0 ? "" : " plus uncommitted changes under core/", b->cfg.mode);
     for (int i = 0; i < b->cfg.nsets; i++)
         fprintf(f, ", `%s`", b->cfg.sets[i]);
     fprintf(f, " |\n| Compiler | gcc %s, -O2 |\n| num, reads, sync_num, value_size | %ld, %ld, "
