@@ -13,15 +13,27 @@
 #ifndef KW_BATCH_H
 #define KW_BATCH_H
 
+#include <msgpack.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common.h"
 #include "dbformat.h"
 
+/* Byte layout of the fixed-width head of every batch this module writes:
+ *     [0] 0x92  [1] 0xcf  [2..9] first_seq (big-endian)  [10] 0xdd  [11..14] count (big-endian) */
+#define KW_BATCH_HEADER_SIZE 15
+
 struct kiwi_batch {
     kw_buf rep;        /* the msgpack payload, always a valid encoding */
     uint32_t count;    /* operations recorded */
     uint64_t user_bytes; /* sum of key and value sizes */
+    /* kiwi_batch_put/delete cannot fail, so an operation whose key or value exceeds
+     * KIWI_MAX_KEY_SIZE / KIWI_MAX_VALUE_SIZE is not recorded but counted here; kw_batch_check
+     * turns it into KIWI_INVALID_ARGUMENT before the batch is written. */
+    uint32_t rejected;     /* operations refused */
+    size_t rejected_klen;  /* key and value sizes of the first refused operation */
+    size_t rejected_vlen;
 };
 
 /* For batches living inside other structs (the db's single-put path). */
@@ -32,6 +44,11 @@ void kw_batch_set_sequence(kiwi_batch *b, uint64_t first_seq);
 uint64_t kw_batch_sequence(const kiwi_batch *b);
 kw_slice kw_batch_payload(const kiwi_batch *b);
 
+/* KIWI_INVALID_ARGUMENT (naming the limit) if an operation was refused for its size or the
+ * payload is larger than a WAL record may be (KW_WAL_MAX_RECORD); KIWI_OK otherwise. The write
+ * path calls this before it assigns sequence numbers. */
+kiwi_status kw_batch_check(const kiwi_batch *b, char **errmsg);
+
 typedef void (*kw_batch_op_fn)(void *ctx, uint64_t seq, kw_value_type type, kw_slice key,
                                kw_slice value);
 /* Decodes a payload and calls fn for each operation with its sequence. Slices point into the
@@ -40,5 +57,31 @@ typedef void (*kw_batch_op_fn)(void *ctx, uint64_t seq, kw_value_type type, kw_s
  * *first_seq and *count (either may be NULL) describe the batch. */
 kiwi_status kw_batch_iterate(kw_slice payload, kw_batch_op_fn fn, void *ctx, uint64_t *first_seq,
                              uint32_t *count, char **errmsg);
+
+/* ---- strict msgpack reading (shared with version_edit.c) --------------------------------------
+ * A cursor for decoders of kiwi's own msgpack records. Container headers (array, map) are read
+ * here, with the rule that a declared element count can never exceed the bytes left: msgpack-c's
+ * object unpacker allocates count * 24 bytes as soon as it sees a header, so a corrupt array32
+ * header would otherwise cost gigabytes before the decoder notices the payload is short. Scalars
+ * are decoded by msgpack-c (msgpack_unpack into the reader's zone, which scalars never draw on;
+ * bin and str bodies come back as pointers into the input). msgpack_unpack_next is not used: it
+ * creates and frees an 8 KiB zone per call, which tripled the cost of decoding a small batch.
+ * On failure a kw_mp_read_* function returns false, sets err and leaves off at the start of the
+ * offending object. Not thread-safe; one reader per decode. */
+typedef struct {
+    const char *data;
+    size_t size;
+    size_t off;         /* next byte to read */
+    const char *err;    /* what went wrong first ("truncated", "expected bin", ...), or NULL */
+    msgpack_zone zone;  /* handed to msgpack-c; stays empty since only scalars go through it */
+} kw_mp_reader;
+
+void kw_mp_reader_init(kw_mp_reader *r, kw_slice s);
+void kw_mp_reader_destroy(kw_mp_reader *r);
+bool kw_mp_read_array(kw_mp_reader *r, uint32_t *n);
+bool kw_mp_read_map(kw_mp_reader *r, uint32_t *n);
+bool kw_mp_read_uint(kw_mp_reader *r, uint64_t *v);
+bool kw_mp_read_bin(kw_mp_reader *r, kw_slice *s);
+bool kw_mp_read_str(kw_mp_reader *r, kw_slice *s);
 
 #endif /* KW_BATCH_H */
