@@ -277,6 +277,43 @@ describe("kiwi scan", function()
     db:close()
   end)
 
+  it("keeps one consistent view while the db changes and flushes under it", function()
+    local db = open(helper.tmpdir(), { max_memtable_entries = 50 })
+    local model = {}
+    for i = 1, 500 do
+      local k = string.format("s%04d", i)
+      db:put(k, "old" .. i)
+      model[k] = "old" .. i
+    end
+    local expected = model_scan(model)
+    local got = {}
+    local step = db:scan()
+    for _ = 1, 100 do
+      local k, v = step()
+      got[#got + 1] = { k, v }
+    end
+    -- rewrite everything, delete some, flush repeatedly: memtables and WALs the scan started
+    -- on are flushed and retired while it still reads them
+    for i = 1, 500 do
+      local k = string.format("s%04d", i)
+      if i % 3 == 0 then
+        db:delete(k)
+      else
+        db:put(k, "new" .. i)
+      end
+    end
+    db:put("s0000", "before all")
+    assert.is_true(db:flush())
+    for k, v in step do
+      got[#got + 1] = { k, v }
+    end
+    same_pairs(expected, got, "view of the open scan")
+    local now = db_scan(db)
+    assert.equal(500 - 166 + 1, #now)
+    assert.same({ "s0000", "before all" }, now[1])
+    db:close()
+  end)
+
   it("releases the iterator on break", function()
     local dir = helper.tmpdir()
     local db = open(dir)
