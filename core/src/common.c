@@ -53,6 +53,14 @@ kiwi_status kw_error(char **errmsg, kiwi_status st, const char *fmt, ...)
     return st;
 }
 
+const char *kw_error_detail(const char *msg)
+{
+    if (msg == NULL)
+        return "";
+    const char *colon = strstr(msg, ": ");
+    return colon ? colon + 2 : msg;
+}
+
 kiwi_status kw_status_from_errno(int err)
 {
     if (err == ENOSPC || err == EDQUOT)

@@ -36,6 +36,10 @@ int kw_slice_compare(kw_slice a, kw_slice b);
 kiwi_status kw_error(char **errmsg, kiwi_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The part of a kw_error message after its "<status name>: " prefix (for wrapping one message
+ * in another without repeating the prefix). */
+const char *kw_error_detail(const char *msg);
+
 /* The status for an errno from a failed system call: ENOSPC/EDQUOT -> KIWI_NO_SPACE, else IO. */
 kiwi_status kw_status_from_errno(int err);
 

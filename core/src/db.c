@@ -40,6 +40,7 @@ void kw_db_set_bg_error(kiwi_db *db, kiwi_status st, const char *msg)
 typedef struct {
     kiwi_db *db;
     uint64_t max_seq;
+    const char *path; /* the WAL being replayed */
 } replay_ctx;
 
 static void replay_op(void *arg, uint64_t seq, kw_value_type type, kw_slice key, kw_slice value)
@@ -53,13 +54,14 @@ static void replay_op(void *arg, uint64_t seq, kw_value_type type, kw_slice key,
 static kiwi_status replay_record(void *arg, kw_slice payload, uint64_t offset, char **errmsg)
 {
     replay_ctx *c = arg;
-    (void)offset;
     /* WALs at or above the manifest's log number hold only data no SSTable has, so every
      * record is applied; kw_batch_iterate validates the whole record before the first op. */
     kiwi_status st = kw_batch_iterate(payload, replay_op, c, NULL, NULL, errmsg);
-    if (st == KIWI_OK)
-        atomic_fetch_add(&c->db->stats.recovered_records, 1);
-    return st;
+    if (st != KIWI_OK)
+        return kw_error(errmsg, st, "%s: record at offset %" PRIu64 ": %s", c->path, offset,
+                        errmsg && *errmsg ? kw_error_detail(*errmsg) : "bad batch");
+    atomic_fetch_add(&c->db->stats.recovered_records, 1);
+    return KIWI_OK;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -86,6 +88,7 @@ static kiwi_status replay_one_wal(kiwi_db *db, uint64_t number, replay_ctx *c, c
     char *path = kw_numbered_path(db->path, number, "log");
     kw_wal_read_stats rs;
     memset(&rs, 0, sizeof rs);
+    c->path = path;
     kiwi_status st = kw_wal_read(path, db->opts.wal_recovery, replay_record, c, &rs, errmsg);
     if (st == KIWI_OK && rs.torn_tail) {
         atomic_fetch_add(&db->stats.recovered_torn_bytes, rs.torn_bytes);
@@ -123,7 +126,7 @@ static kiwi_status recover_wals(kiwi_db *db, char **names, size_t count, char **
         }
     }
     qsort(logs, nlogs, sizeof *logs, cmp_u64);
-    replay_ctx c = {db, db->vs->last_seq};
+    replay_ctx c = {db, db->vs->last_seq, NULL};
     kiwi_status st = KIWI_OK;
     for (size_t i = 0; i < nlogs && st == KIWI_OK; i++)
         st = replay_one_wal(db, logs[i], &c, errmsg);

@@ -87,7 +87,7 @@ static void file_json(kw_buf *b, const kw_file_meta *m, int level)
 {
     kw_slice sm = kw_slice_make(m->smallest, m->smallest_len);
     kw_slice lg = kw_slice_make(m->largest, m->largest_len);
-    kw_buf_printf(b, "{\"id\":%llu,\"level\":%d,\"size\":%llu,\"entries\":%llu,"
+    kw_buf_printf(b, "{\"id\":%llu,\"level\":%d,\"size\":%llu,\"num_entries\":%llu,"
                      "\"tombstones\":%llu,\"min_seq\":%llu,\"max_seq\":%llu,\"smallest\":",
                   (unsigned long long)m->number, level, (unsigned long long)m->size,
                   (unsigned long long)m->entries, (unsigned long long)m->tombstones,
@@ -118,7 +118,7 @@ static void levels_json(kiwi_db *db, kw_buf *b)
 
 static void memtable_summary(kw_buf *b, kw_memtable *m, const char *state)
 {
-    kw_buf_printf(b, "{\"id\":%llu,\"state\":\"%s\",\"entries\":%llu,\"tombstones\":%llu,"
+    kw_buf_printf(b, "{\"id\":%llu,\"state\":\"%s\",\"num_entries\":%llu,\"tombstones\":%llu,"
                      "\"bytes\":%llu,\"user_bytes\":%llu}",
                   (unsigned long long)kw_memtable_id(m), state,
                   (unsigned long long)kw_memtable_entries(m),

@@ -106,12 +106,17 @@ static kiwi_status make_room(kiwi_db *db, bool force, char **errmsg)
 
 typedef struct {
     kw_memtable *mem;
+    uint64_t puts, deletes;
 } insert_ctx;
 
 static void insert_op(void *arg, uint64_t seq, kw_value_type type, kw_slice key, kw_slice value)
 {
     insert_ctx *c = arg;
     kw_memtable_add(c->mem, seq, type, key, value);
+    if (type == KW_TYPE_VALUE)
+        c->puts++;
+    else
+        c->deletes++;
 }
 
 /* Appends the group to the WAL and the memtable. Runs with mu released. */
@@ -134,9 +139,15 @@ static kiwi_status commit_group(kiwi_db *db, kw_writer **group, size_t n, bool s
         return st;
     atomic_fetch_add(&db->stats.wal_bytes, bytes);
     atomic_fetch_add(&db->stats.wal_writes, 1);
-    insert_ctx c = {mem};
-    for (size_t i = 0; i < n && st == KIWI_OK; i++)
+    insert_ctx c = {mem, 0, 0};
+    uint64_t user_bytes = 0;
+    for (size_t i = 0; i < n && st == KIWI_OK; i++) {
         st = kw_batch_iterate(parts[i], insert_op, &c, NULL, NULL, errmsg);
+        user_bytes += group[i]->batch->user_bytes;
+    }
+    atomic_fetch_add(&db->stats.puts, c.puts);
+    atomic_fetch_add(&db->stats.deletes, c.deletes);
+    atomic_fetch_add(&db->stats.user_bytes_written, user_bytes);
     return st;
 }
 
@@ -282,10 +293,6 @@ kiwi_status kiwi_put(kiwi_db *db, const kiwi_write_options *wo, const char *key,
     kiwi_batch_put(&b, key ? key : "", klen, val ? val : "", vlen);
     st = db_write(db, default_sync(db, wo), &b, errmsg);
     kw_batch_free(&b);
-    if (st == KIWI_OK) {
-        atomic_fetch_add(&db->stats.puts, 1);
-        atomic_fetch_add(&db->stats.user_bytes_written, klen + vlen);
-    }
     return st;
 }
 
@@ -302,29 +309,7 @@ kiwi_status kiwi_delete(kiwi_db *db, const kiwi_write_options *wo, const char *k
     kiwi_batch_delete(&b, key ? key : "", klen);
     st = db_write(db, default_sync(db, wo), &b, errmsg);
     kw_batch_free(&b);
-    if (st == KIWI_OK) {
-        atomic_fetch_add(&db->stats.deletes, 1);
-        atomic_fetch_add(&db->stats.user_bytes_written, klen);
-    }
     return st;
-}
-
-typedef struct {
-    size_t bad_key, bad_value;
-    uint64_t puts, deletes;
-} batch_check;
-
-static void check_op(void *arg, uint64_t seq, kw_value_type type, kw_slice key, kw_slice value)
-{
-    batch_check *c = arg;
-    if (key.size > KIWI_MAX_KEY_SIZE)
-        c->bad_key = key.size;
-    if (value.size > KIWI_MAX_VALUE_SIZE)
-        c->bad_value = value.size;
-    if (type == KW_TYPE_VALUE)
-        c->puts++;
-    else
-        c->deletes++;
 }
 
 kiwi_status kiwi_write(kiwi_db *db, const kiwi_write_options *wo, kiwi_batch *batch,
@@ -332,27 +317,12 @@ kiwi_status kiwi_write(kiwi_db *db, const kiwi_write_options *wo, kiwi_batch *ba
 {
     if (db == NULL || batch == NULL)
         return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "db or batch is NULL");
-    if (batch->count == 0)
-        return KIWI_OK;
-    batch_check c;
-    memset(&c, 0, sizeof c);
-    kiwi_status st = kw_batch_iterate(kw_batch_payload(batch), check_op, &c, NULL, NULL, errmsg);
-    if (st != KIWI_OK)
+    kiwi_status st = kw_batch_check(batch, errmsg); /* oversized operations were refused */
+    if (st != KIWI_OK || batch->count == 0)
         return st;
-    if (c.bad_key)
-        return kw_error(errmsg, KIWI_INVALID_ARGUMENT,
-                        "batch holds a key of %zu bytes (limit %u)", c.bad_key, KIWI_MAX_KEY_SIZE);
-    if (c.bad_value)
-        return kw_error(errmsg, KIWI_INVALID_ARGUMENT,
-                        "batch holds a value of %zu bytes (limit %u)", c.bad_value,
-                        KIWI_MAX_VALUE_SIZE);
     st = db_write(db, default_sync(db, wo), batch, errmsg);
-    if (st == KIWI_OK) {
+    if (st == KIWI_OK)
         atomic_fetch_add(&db->stats.batches, 1);
-        atomic_fetch_add(&db->stats.puts, c.puts);
-        atomic_fetch_add(&db->stats.deletes, c.deletes);
-        atomic_fetch_add(&db->stats.user_bytes_written, batch->user_bytes);
-    }
     return st;
 }
 

@@ -271,7 +271,7 @@ static kiwi_status replay_record(void *arg, kw_slice payload, uint64_t offset, c
     if (st != KIWI_OK) {
         kw_edit_free(&e);
         return kw_error(errmsg, st, "%s: record at offset %" PRIu64 ": %s", c->path, offset,
-                        errmsg && *errmsg ? *errmsg : "bad version edit");
+                        errmsg && *errmsg ? kw_error_detail(*errmsg) : "bad version edit");
     }
     kw_file_meta **added = kw_calloc(e.n_added ? e.n_added : 1, sizeof *added);
     for (size_t i = 0; i < e.n_added; i++)
