@@ -118,8 +118,7 @@ check-cc:
 	@$(MAKE) --no-print-directory -B lib module OPT=-O2 >/dev/null
 
 check-tidy:
-	clang-tidy --quiet $(CORE_SRC) -- $(BASE_CFLAGS) 2>&1 | { grep -v 'warnings generated' || true; }
-	@clang-tidy --quiet $(CORE_SRC) -- $(BASE_CFLAGS) 2>/dev/null | grep -q 'warning:' && exit 1 || true
+	@scripts/run-tidy $(BASE_CFLAGS) $(LUA_CFLAGS) -- $(CORE_SRC) $(BINDING_SRC)
 
 check-cppcheck:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \

@@ -210,12 +210,12 @@ static void db_free(kiwi_db *db)
         }
         free(j);
     }
-    while (db->snapshots.next != &db->snapshots) {
-        kw_snapshot_node *s = db->snapshots.next;
-        s->prev->next = s->next;
-        s->next->prev = s->prev;
+    for (kw_snapshot_node *s = db->snapshots.next; s != &db->snapshots;) {
+        kw_snapshot_node *next = s->next;
         free(s);
+        s = next;
     }
+    db->snapshots.next = db->snapshots.prev = &db->snapshots;
     kw_vset_close(db->vs);
     kw_lock_release(db->lock);
     pthread_mutex_destroy(&db->mu);

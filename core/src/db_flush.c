@@ -122,7 +122,7 @@ static void try_commit(kiwi_db *db)
         kiwi_status st = kw_vset_log_and_apply(db->vs, &edit, &db->mu, &err);
         kw_edit_free(&edit);
         if (st == KIWI_OK) {
-            for (size_t i = 0; i < k; i++) {
+            for (size_t i = 0; i < k && db->jobs_head; i++) {
                 kw_flush_job *done = db->jobs_head;
                 db->jobs_head = done->next;
                 if (db->jobs_head == NULL)

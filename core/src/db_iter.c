@@ -149,7 +149,7 @@ kiwi_iter *kiwi_iter_create(kiwi_db *db, const kiwi_read_options *ro)
     size_t n = 1 + s->nimm;
     for (int l = 0; l < KW_MAX_LEVELS; l++)
         n += v->nfiles[l];
-    kw_iter **children = kw_calloc(n, sizeof *children);
+    kw_iter **children = kw_calloc(n, sizeof(kw_iter *));
     size_t k = 0;
     children[k++] = kw_memtable_iter(s->mem);
     for (size_t i = 0; i < s->nimm; i++)
@@ -202,10 +202,12 @@ void kiwi_iter_destroy(kiwi_iter *it)
 
 void kw_db_iters_close_all(kiwi_db *db)
 {
-    while (db->iters) {
-        kiwi_iter *it = db->iters;
-        unlink_iter(db, it);
+    kiwi_iter *it = db->iters;
+    db->iters = NULL;
+    while (it) {
+        kiwi_iter *next = it->next;
         iter_free(it);
+        it = next;
     }
 }
 

@@ -193,11 +193,13 @@ static kiwi_status db_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **er
         pthread_cond_destroy(&w.cv);
         return kw_error(errmsg, KIWI_CLOSED, "the db at %s is closed", db->path);
     }
+    /* The queue links writers that live on their callers' stacks: each caller waits below until
+     * it has been dequeued (done) before its frame can go away. */
     if (db->writers_tail)
         db->writers_tail->next = &w;
     else
-        db->writers_head = &w;
-    db->writers_tail = &w;
+        db->writers_head = &w; // cppcheck-suppress autoVariables
+    db->writers_tail = &w;     // cppcheck-suppress autoVariables
     while (!w.done && db->writers_head != &w)
         pthread_cond_wait(&w.cv, &db->mu);
     if (w.done) { /* a leader committed us */

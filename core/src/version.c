@@ -273,7 +273,7 @@ static kiwi_status replay_record(void *arg, kw_slice payload, uint64_t offset, c
         return kw_error(errmsg, st, "%s: record at offset %" PRIu64 ": %s", c->path, offset,
                         errmsg && *errmsg ? kw_error_detail(*errmsg) : "bad version edit");
     }
-    kw_file_meta **added = kw_calloc(e.n_added ? e.n_added : 1, sizeof *added);
+    kw_file_meta **added = kw_calloc(e.n_added ? e.n_added : 1, sizeof(kw_file_meta *));
     for (size_t i = 0; i < e.n_added; i++)
         added[i] = meta_from_edit(c->vs->dir, &e.added[i]);
     kw_version *nv = version_apply(c->v, &e, added);
@@ -300,10 +300,11 @@ static kiwi_status read_current(const char *dir, uint64_t *number, char **errmsg
     size_t len = 0;
     kiwi_status st = kw_read_file(path, &data, &len, errmsg);
     if (st == KIWI_OK) {
-        unsigned long long n = 0;
-        char tail = 0;
-        if (len < 10 || data[len - 1] != '\n' ||
-            sscanf(data, "MANIFEST-%llu%c", &n, &tail) != 2 || tail != '\n')
+        char *end = NULL;
+        bool ok = len > 10 && strncmp(data, "MANIFEST-", 9) == 0 && data[9] >= '0' &&
+                  data[9] <= '9';
+        unsigned long long n = ok ? strtoull(data + 9, &end, 10) : 0;
+        if (!ok || end != data + len - 1 || *end != '\n')
             st = kw_error(errmsg, KIWI_CORRUPTION, "%s: does not name a manifest", path);
         *number = n;
     }
@@ -410,7 +411,7 @@ kiwi_status kw_vset_log_and_apply(kw_vset *vs, kw_version_edit *edit, pthread_mu
     kw_buf payload;
     kw_buf_init(&payload);
     kw_edit_encode(edit, &payload);
-    kw_file_meta **added = kw_calloc(edit->n_added ? edit->n_added : 1, sizeof *added);
+    kw_file_meta **added = kw_calloc(edit->n_added ? edit->n_added : 1, sizeof(kw_file_meta *));
 
     pthread_mutex_unlock(mu);
     for (size_t i = 0; i < edit->n_added && st == KIWI_OK; i++) {
