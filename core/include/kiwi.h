@@ -102,6 +102,14 @@ kiwi_status kiwi_delete(kiwi_db *, const kiwi_write_options *, const char *key, 
 kiwi_status kiwi_get(kiwi_db *, const kiwi_read_options *, const char *key, size_t klen,
                      char **val, size_t *vlen, char **errmsg);
 
+/* Like kiwi_get, but answers only from memory and never touches a file or waits for I/O: the
+ * memtables (and, once it exists, a cached block). KIWI_OK / KIWI_NOT_FOUND as kiwi_get, or
+ * KIWI_BUSY (with no message) when the answer needs a read from an SSTable — then call
+ * kiwi_get, e.g. on a worker thread. Used by the Lua binding so an in-memory read inside a task
+ * returns without a thread hop. */
+kiwi_status kiwi_get_nowait(kiwi_db *, const kiwi_read_options *, const char *key, size_t klen,
+                            char **val, size_t *vlen, char **errmsg);
+
 /* ---- atomic batches ---------------------------------------------------------------------------
  * A batch records puts and deletes; kiwi_write applies all of them or none, with consecutive
  * sequence numbers, as one WAL record. Later operations in a batch win over earlier ones.
@@ -113,6 +121,18 @@ void kiwi_batch_clear(kiwi_batch *);
 size_t kiwi_batch_count(const kiwi_batch *);
 void kiwi_batch_destroy(kiwi_batch *);
 kiwi_status kiwi_write(kiwi_db *, const kiwi_write_options *, kiwi_batch *, char **errmsg);
+
+/* Asynchronous write: queues the batch in the same group-commit queue as kiwi_write and returns
+ * at once (KIWI_OK: queued; another status: refused before queueing, `done` is not called). A
+ * db-owned commit thread leads groups of queued async writers, so many writers share one WAL
+ * write and one fdatasync without each holding a thread. `done(ctx, status, errmsg)` is called
+ * exactly once from an engine thread (never the caller's) when the write is durable per `wo`
+ * (errmsg is NULL on success, otherwise a malloc'd message the callee must kiwi_free). The batch
+ * must stay alive and unchanged until `done` runs. Writes queued before kiwi_close completes
+ * are finished (their `done` runs) before kiwi_close returns. */
+typedef void (*kiwi_write_done_fn)(void *ctx, kiwi_status status, char *errmsg);
+kiwi_status kiwi_write_async(kiwi_db *, const kiwi_write_options *, kiwi_batch *,
+                             kiwi_write_done_fn done, void *ctx);
 
 /* ---- iterators --------------------------------------------------------------------------------
  * An iterator sees one consistent snapshot (the read options' snapshot, or the state at creation)

@@ -187,6 +187,7 @@ static kiwi_db *db_alloc(const char *path, const kiwi_options *opts)
     pthread_mutex_init(&db->mu, NULL);
     pthread_cond_init(&db->flush_cv, NULL);
     pthread_cond_init(&db->done_cv, NULL);
+    pthread_cond_init(&db->async_cv, NULL);
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     db->open_micros = kw_now_micros();
     return db;
@@ -221,6 +222,7 @@ static void db_free(kiwi_db *db)
     pthread_mutex_destroy(&db->mu);
     pthread_cond_destroy(&db->flush_cv);
     pthread_cond_destroy(&db->done_cv);
+    pthread_cond_destroy(&db->async_cv);
     free(db->bg_errmsg);
     free(db->path);
     free(db);
@@ -275,7 +277,11 @@ kiwi_status kiwi_open(const char *path, const kiwi_options *opts, kiwi_db **out,
         pthread_mutex_unlock(&db->mu);
         st = kw_flush_start_workers(db, errmsg);
     }
+    if (st == KIWI_OK)
+        st = kw_db_start_committer(db, errmsg);
     if (st != KIWI_OK) {
+        kw_db_stop_committer(db);
+        kw_flush_stop_workers(db);
         db_free(db);
         return st;
     }
@@ -289,10 +295,11 @@ kiwi_status kiwi_close(kiwi_db *db)
         return KIWI_INVALID_ARGUMENT;
     pthread_mutex_lock(&db->mu);
     db->closing = true;
-    while (db->writers_head != NULL)
+    while (db->writers_head != NULL) /* queued writes (thread and async) finish first */
         pthread_cond_wait(&db->done_cv, &db->mu);
     kw_db_iters_close_all(db);
     pthread_mutex_unlock(&db->mu);
+    kw_db_stop_committer(db);
     kw_flush_stop_workers(db);
     kiwi_status st = db->bg_status;
     char *err = NULL;

@@ -54,12 +54,15 @@ typedef struct kw_flush_job {
 
 /* A writer waiting in the group-commit queue. */
 typedef struct kw_writer {
-    kiwi_batch *batch;
+    kiwi_batch *batch;        /* NULL: a flush request (rotate the memtable) */
     bool sync;
     bool done;
+    bool async;               /* kiwi_write_async: heap node, completion by callback */
     kiwi_status status;
     char *errmsg;
-    pthread_cond_t cv;
+    pthread_cond_t cv;        /* thread writers wait here */
+    kiwi_write_done_fn done_fn; /* async writers */
+    void *done_ctx;
     struct kw_writer *next;
 } kw_writer;
 
@@ -88,6 +91,7 @@ struct kiwi_db {
     pthread_mutex_t mu;
     pthread_cond_t flush_cv;       /* flush workers wait for work here */
     pthread_cond_t done_cv;        /* flush progress / commits (stalled writers, kiwi_flush) */
+    pthread_cond_t async_cv;       /* the commit thread waits for an async writer at the head */
 
     /* ---- guarded by mu ---- */
     bool closing;
@@ -114,6 +118,9 @@ struct kiwi_db {
 
     atomic_uint_fast64_t visible_seq; /* readers see sequences <= this */
 
+    pthread_t committer;           /* leads groups of async writers */
+    bool has_committer;
+    bool stop_committer;           /* guarded by mu */
     pthread_t *workers;
     uint32_t nworkers;
     kw_stats stats;
@@ -134,6 +141,9 @@ uint64_t kw_db_read_seq(kiwi_db *db, const kiwi_read_options *ro);
 kiwi_status kw_db_new_wal(kiwi_db *db, char **errmsg); /* REQUIRES: mu */
 /* Makes the active memtable immutable and queues it for flush. REQUIRES: mu. */
 kiwi_status kw_db_rotate(kiwi_db *db, char **errmsg);
+
+kiwi_status kw_db_start_committer(kiwi_db *db, char **errmsg);
+void kw_db_stop_committer(kiwi_db *db); /* after the writer queue has drained */
 
 /* db_flush.c */
 kiwi_status kw_flush_start_workers(kiwi_db *db, char **errmsg);

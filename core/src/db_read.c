@@ -202,3 +202,47 @@ kiwi_status kiwi_get(kiwi_db *db, const kiwi_read_options *ro, const char *key, 
     kw_super_release(s);
     return st;
 }
+
+/* True if some SSTable of the view may hold ukey (its key range covers it). */
+static bool tables_may_hold(const kw_version *v, kw_slice ukey, uint64_t seq)
+{
+    for (size_t i = 0; i < v->nfiles[0]; i++)
+        if (v->files[0][i]->min_seq <= seq && key_in_range(v->files[0][i], ukey))
+            return true;
+    for (int l = 1; l < KW_MAX_LEVELS; l++)
+        if (level_file_for(v, l, ukey) != NULL)
+            return true;
+    return false;
+}
+
+kiwi_status kiwi_get_nowait(kiwi_db *db, const kiwi_read_options *ro, const char *key,
+                            size_t klen, char **val, size_t *vlen, char **errmsg)
+{
+    if (db == NULL || val == NULL || vlen == NULL || (key == NULL && klen > 0))
+        return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "kiwi_get_nowait: NULL argument");
+    *val = NULL;
+    *vlen = 0;
+    kw_slice k = kw_slice_make(key ? key : "", klen);
+    uint64_t seq = kw_db_read_seq(db, ro);
+    kw_super *s = kw_super_acquire(db);
+    kw_slice value = {NULL, 0};
+    kw_lookup res = kw_memtable_get(s->mem, k, seq, &value);
+    for (size_t i = 0; res == KW_LOOKUP_MISS && i < s->nimm; i++)
+        res = kw_memtable_get(s->imm[i], k, seq, &value);
+    kiwi_status st = KIWI_NOT_FOUND;
+    if (res == KW_LOOKUP_FOUND) {
+        *val = kw_memdup(value.data, value.size);
+        *vlen = value.size;
+        st = KIWI_OK;
+    } else if (res == KW_LOOKUP_MISS && tables_may_hold(s->version, k, seq)) {
+        st = KIWI_BUSY; /* the answer needs an SSTable read */
+    }
+    kw_super_release(s);
+    if (st != KIWI_BUSY) {
+        atomic_fetch_add(&db->stats.gets, 1);
+        atomic_fetch_add(st == KIWI_OK ? &db->stats.get_hits : &db->stats.get_misses, 1);
+        if (res != KW_LOOKUP_MISS)
+            atomic_fetch_add(&db->stats.memtable_hits, 1);
+    }
+    return st;
+}

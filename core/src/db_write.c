@@ -170,13 +170,98 @@ static size_t pick_group(kiwi_db *db, kw_writer **group, bool *sync)
     return n;
 }
 
-static void finish_writer(kw_writer *w, kiwi_status st, const char *msg)
+/* Marks a group member done. A thread writer is woken; an async writer is moved to the
+ * `completed` list, whose callbacks run after the mutex is released. REQUIRES: mu held. */
+static void finish_writer(kw_writer *w, kiwi_status st, const char *msg, kw_writer **completed)
 {
     w->done = true;
     w->status = st;
     if (st != KIWI_OK && msg)
         w->errmsg = kw_strdup(msg);
-    pthread_cond_signal(&w->cv);
+    if (w->async) {
+        w->next = *completed;
+        *completed = w;
+    } else {
+        pthread_cond_signal(&w->cv);
+    }
+}
+
+/* Wakes whoever must lead next: a thread writer at the head leads itself, an async writer at
+ * the head is led by the commit thread. REQUIRES: mu held. */
+static void wake_next_leader(kiwi_db *db)
+{
+    kw_writer *h = db->writers_head;
+    if (h == NULL) {
+        db->writers_tail = NULL;
+        if (db->closing)
+            pthread_cond_broadcast(&db->done_cv);
+    } else if (h->async) {
+        pthread_cond_signal(&db->async_cv);
+    } else {
+        pthread_cond_signal(&h->cv);
+    }
+}
+
+/* Runs the async writers' callbacks (mutex released) and frees their nodes. */
+static void run_completions(kw_writer *completed)
+{
+    while (completed) {
+        kw_writer *w = completed;
+        completed = w->next;
+        char *msg = w->errmsg;
+        if (w->status != KIWI_OK && msg == NULL)
+            msg = kw_strdup(kiwi_status_name(w->status));
+        w->done_fn(w->done_ctx, w->status, w->status == KIWI_OK ? NULL : msg);
+        if (w->status == KIWI_OK)
+            free(msg);
+        free(w);
+    }
+}
+
+/* Leads one group starting at `leader` (the queue head): makes room, commits the group, dequeues
+ * it and finishes every member but the leader itself. Returns the group's status; *err gets its
+ * message. REQUIRES: mu held; leader == db->writers_head. */
+static kiwi_status lead_group(kiwi_db *db, kw_writer *leader, kw_writer **completed, char **err)
+{
+    kw_writer *group[MAX_GROUP_SIZE];
+    size_t n = 1;
+    group[0] = leader;
+    kiwi_status st = make_room(db, leader->batch == NULL, err);
+    if (st == KIWI_OK && leader->batch != NULL) {
+        bool gsync = false;
+        n = pick_group(db, group, &gsync);
+        for (size_t i = 0; i < n; i++) {
+            kw_batch_set_sequence(group[i]->batch, db->last_seq + 1);
+            db->last_seq += group[i]->batch->count;
+        }
+        uint64_t last = db->last_seq;
+        kw_wal_writer *wal = db->wal;
+        kw_memtable *mem = db->mem;
+        atomic_fetch_add(&db->stats.write_groups, 1);
+        pthread_mutex_unlock(&db->mu);
+        st = commit_group(db, group, n, gsync, wal, mem, err);
+        pthread_mutex_lock(&db->mu);
+        if (st == KIWI_OK)
+            atomic_store(&db->visible_seq, last);
+        else
+            kw_db_set_bg_error(db, st, *err);
+    }
+    for (size_t i = 0; i < n; i++) {
+        db->writers_head = group[i]->next;
+        if (group[i] != leader)
+            finish_writer(group[i], st, *err, completed);
+    }
+    wake_next_leader(db);
+    return st;
+}
+
+static void enqueue_writer(kiwi_db *db, kw_writer *w)
+{
+    if (db->writers_tail)
+        db->writers_tail->next = w;
+    else
+        db->writers_head = w;
+    db->writers_tail = w;
 }
 
 /* Runs one write (batch) or, with batch == NULL, a memtable rotation for kiwi_flush. */
@@ -195,11 +280,7 @@ static kiwi_status db_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **er
     }
     /* The queue links writers that live on their callers' stacks: each caller waits below until
      * it has been dequeued (done) before its frame can go away. */
-    if (db->writers_tail)
-        db->writers_tail->next = &w;
-    else
-        db->writers_head = &w; // cppcheck-suppress autoVariables
-    db->writers_tail = &w;     // cppcheck-suppress autoVariables
+    enqueue_writer(db, &w); // cppcheck-suppress autoVariables
     while (!w.done && db->writers_head != &w)
         pthread_cond_wait(&w.cv, &db->mu);
     if (w.done) { /* a leader committed us */
@@ -213,46 +294,12 @@ static kiwi_status db_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **er
         free(w.errmsg);
         return w.status;
     }
-
-    /* We are the leader. */
     char *err = NULL;
-    kw_writer *group[MAX_GROUP_SIZE];
-    size_t n = 1;
-    group[0] = &w;
-    kiwi_status st = make_room(db, batch == NULL, &err);
-    if (st == KIWI_OK && batch != NULL) {
-        bool gsync = false;
-        n = pick_group(db, group, &gsync);
-        for (size_t i = 0; i < n; i++) {
-            kw_batch_set_sequence(group[i]->batch, db->last_seq + 1);
-            db->last_seq += group[i]->batch->count;
-        }
-        uint64_t last = db->last_seq;
-        kw_wal_writer *wal = db->wal;
-        kw_memtable *mem = db->mem;
-        atomic_fetch_add(&db->stats.write_groups, 1);
-        pthread_mutex_unlock(&db->mu);
-        st = commit_group(db, group, n, gsync, wal, mem, &err);
-        pthread_mutex_lock(&db->mu);
-        if (st == KIWI_OK)
-            atomic_store(&db->visible_seq, last);
-        else
-            kw_db_set_bg_error(db, st, err);
-    }
-    /* Dequeue the group, wake its members and the next leader. */
-    for (size_t i = 0; i < n; i++) {
-        db->writers_head = group[i]->next;
-        if (group[i] != &w)
-            finish_writer(group[i], st, err);
-    }
-    if (db->writers_head == NULL)
-        db->writers_tail = NULL;
-    else
-        pthread_cond_signal(&db->writers_head->cv);
-    if (db->writers_head == NULL && db->closing)
-        pthread_cond_broadcast(&db->done_cv);
+    kw_writer *completed = NULL;
+    kiwi_status st = lead_group(db, &w, &completed, &err);
     pthread_mutex_unlock(&db->mu);
     pthread_cond_destroy(&w.cv);
+    run_completions(completed);
     if (st != KIWI_OK && errmsg) {
         free(*errmsg);
         *errmsg = err;
@@ -260,6 +307,85 @@ static kiwi_status db_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **er
     }
     free(err);
     return st;
+}
+
+/* The commit thread leads groups whose head is an async writer. */
+static void *commit_thread(void *arg)
+{
+    kiwi_db *db = arg;
+    pthread_mutex_lock(&db->mu);
+    for (;;) {
+        while (!db->stop_committer && !(db->writers_head && db->writers_head->async))
+            pthread_cond_wait(&db->async_cv, &db->mu);
+        if (db->writers_head == NULL || !db->writers_head->async)
+            break; /* stopping, and no async writer is left at the head */
+        kw_writer *leader = db->writers_head;
+        char *err = NULL;
+        kw_writer *completed = NULL;
+        kiwi_status st = lead_group(db, leader, &completed, &err);
+        finish_writer(leader, st, err, &completed);
+        free(err);
+        pthread_mutex_unlock(&db->mu);
+        run_completions(completed);
+        pthread_mutex_lock(&db->mu);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+kiwi_status kw_db_start_committer(kiwi_db *db, char **errmsg)
+{
+    int rc = pthread_create(&db->committer, NULL, commit_thread, db);
+    if (rc != 0)
+        return kw_error(errmsg, KIWI_IO_ERROR, "cannot start the commit thread: %s", strerror(rc));
+    db->has_committer = true;
+    return KIWI_OK;
+}
+
+void kw_db_stop_committer(kiwi_db *db)
+{
+    if (!db->has_committer)
+        return;
+    pthread_mutex_lock(&db->mu);
+    db->stop_committer = true;
+    pthread_cond_broadcast(&db->async_cv);
+    pthread_mutex_unlock(&db->mu);
+    pthread_join(db->committer, NULL);
+    db->has_committer = false;
+}
+
+kiwi_status kiwi_write_async(kiwi_db *db, const kiwi_write_options *wo, kiwi_batch *batch,
+                             kiwi_write_done_fn done, void *ctx)
+{
+    if (db == NULL || batch == NULL || done == NULL)
+        return KIWI_INVALID_ARGUMENT;
+    char *err = NULL;
+    kiwi_status st = kw_batch_check(batch, &err);
+    free(err);
+    if (st != KIWI_OK)
+        return st;
+    if (batch->count == 0) {
+        done(ctx, KIWI_OK, NULL);
+        return KIWI_OK;
+    }
+    kw_writer *w = kw_calloc(1, sizeof *w);
+    w->batch = batch;
+    w->sync = wo ? wo->sync : db->opts.sync_writes;
+    w->async = true;
+    w->done_fn = done;
+    w->done_ctx = ctx;
+    pthread_mutex_lock(&db->mu);
+    if (db->closing) {
+        pthread_mutex_unlock(&db->mu);
+        free(w);
+        return KIWI_CLOSED;
+    }
+    enqueue_writer(db, w);
+    atomic_fetch_add(&db->stats.batches, batch->count > 1 ? 1 : 0);
+    if (db->writers_head == w)
+        pthread_cond_signal(&db->async_cv);
+    pthread_mutex_unlock(&db->mu);
+    return KIWI_OK;
 }
 
 static bool default_sync(kiwi_db *db, const kiwi_write_options *wo)
