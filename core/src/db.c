@@ -188,6 +188,9 @@ static kiwi_db *db_alloc(const char *path, const kiwi_options *opts)
     pthread_cond_init(&db->flush_cv, NULL);
     pthread_cond_init(&db->done_cv, NULL);
     pthread_cond_init(&db->async_cv, NULL);
+    pthread_cond_init(&db->compact_cv, NULL);
+    for (int l = 0; l < KW_MAX_LEVELS; l++)
+        kw_buf_init(&db->cursor[l]);
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     db->open_micros = kw_now_micros();
     return db;
@@ -223,6 +226,9 @@ static void db_free(kiwi_db *db)
     pthread_cond_destroy(&db->flush_cv);
     pthread_cond_destroy(&db->done_cv);
     pthread_cond_destroy(&db->async_cv);
+    pthread_cond_destroy(&db->compact_cv);
+    for (int l = 0; l < KW_MAX_LEVELS; l++)
+        kw_buf_free(&db->cursor[l]);
     free(db->bg_errmsg);
     free(db->path);
     free(db);
@@ -279,7 +285,10 @@ kiwi_status kiwi_open(const char *path, const kiwi_options *opts, kiwi_db **out,
     }
     if (st == KIWI_OK)
         st = kw_db_start_committer(db, errmsg);
+    if (st == KIWI_OK)
+        st = kw_compact_start_workers(db, errmsg);
     if (st != KIWI_OK) {
+        kw_compact_stop_workers(db);
         kw_db_stop_committer(db);
         kw_flush_stop_workers(db);
         db_free(db);
@@ -300,6 +309,7 @@ kiwi_status kiwi_close(kiwi_db *db)
     kw_db_iters_close_all(db);
     pthread_mutex_unlock(&db->mu);
     kw_db_stop_committer(db);
+    kw_compact_stop_workers(db);
     kw_flush_stop_workers(db);
     kiwi_status st = db->bg_status;
     char *err = NULL;

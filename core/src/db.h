@@ -80,6 +80,10 @@ typedef struct kw_stats {
     atomic_uint_fast64_t iterators_created, snapshots_created;
     atomic_uint_fast64_t recovered_records, recovered_torn_bytes, recovered_skipped;
     atomic_uint_fast64_t memtable_hits, sstable_reads, bloom_negatives;
+    atomic_uint_fast64_t compactions, compaction_bytes_read, compaction_bytes_written;
+    atomic_uint_fast64_t compaction_micros, compaction_dropped_versions;
+    atomic_uint_fast64_t compaction_dropped_tombstones, trivial_moves, manual_compactions;
+    atomic_uint_fast64_t slowdowns, slowdown_micros;
 } kw_stats;
 
 struct kiwi_db {
@@ -118,6 +122,15 @@ struct kiwi_db {
 
     atomic_uint_fast64_t visible_seq; /* readers see sequences <= this */
 
+    /* compaction (db_compact.c), guarded by mu */
+    pthread_cond_t compact_cv;     /* compaction threads wait for work here */
+    bool level_busy[KW_MAX_LEVELS]; /* reserved by a running compaction */
+    kw_buf cursor[KW_MAX_LEVELS];  /* round-robin position per level */
+    uint32_t compactions_running;
+    bool stop_compactors;
+    pthread_t *compactors;
+    uint32_t ncompactors;
+
     pthread_t committer;           /* leads groups of async writers */
     bool has_committer;
     bool stop_committer;           /* guarded by mu */
@@ -151,6 +164,17 @@ void kw_flush_stop_workers(kiwi_db *db);
 void kw_flush_enqueue(kiwi_db *db, kw_memtable *mem, uint64_t first_wal); /* REQUIRES: mu */
 /* Waits until every job queued so far is committed; REQUIRES: mu. */
 kiwi_status kw_flush_wait(kiwi_db *db, char **errmsg);
+
+/* Serializes manifest writers (flush commits and compaction commits). REQUIRES: mu. */
+void kw_db_commit_begin(kiwi_db *db);
+void kw_db_commit_end(kiwi_db *db);
+void kw_flush_try_commit(kiwi_db *db); /* REQUIRES: mu */
+
+/* db_compact.c */
+kiwi_status kw_compact_start_workers(kiwi_db *db, char **errmsg);
+void kw_compact_stop_workers(kiwi_db *db);
+void kw_compact_schedule(kiwi_db *db); /* REQUIRES: mu; wakes a compaction thread */
+uint64_t kw_db_smallest_snapshot(kiwi_db *db); /* REQUIRES: mu */
 
 /* db_iter.c */
 void kw_db_iters_close_all(kiwi_db *db); /* REQUIRES: mu */

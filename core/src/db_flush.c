@@ -101,8 +101,22 @@ static void remove_wals_below(kiwi_db *db, uint64_t from, uint64_t to)
     }
 }
 
-/* Commits the BUILT jobs at the head of the queue, in order. REQUIRES: mu held. */
-static void try_commit(kiwi_db *db)
+void kw_db_commit_begin(kiwi_db *db)
+{
+    while (db->committing)
+        pthread_cond_wait(&db->done_cv, &db->mu);
+    db->committing = true;
+}
+
+void kw_db_commit_end(kiwi_db *db)
+{
+    db->committing = false;
+    pthread_cond_broadcast(&db->done_cv);
+}
+
+/* Commits the BUILT jobs at the head of the queue, in order. If another commit (a compaction's)
+ * is running, it calls this again when it ends. REQUIRES: mu held. */
+void kw_flush_try_commit(kiwi_db *db)
 {
     while (!db->committing && db->bg_status == KIWI_OK && db->jobs_head &&
            db->jobs_head->state == FLUSH_BUILT) {
@@ -133,13 +147,13 @@ static void try_commit(kiwi_db *db)
             }
             kw_db_install_super(db);
             remove_wals_below(db, old_log, new_log);
+            kw_compact_schedule(db);
         } else {
             kw_db_event(db, "error", "flush_commit_failed", "{\"error\":\"%s\"}", err);
             kw_db_set_bg_error(db, st, err);
         }
         free(err);
-        db->committing = false;
-        pthread_cond_broadcast(&db->done_cv);
+        kw_db_commit_end(db);
     }
 }
 
@@ -178,7 +192,7 @@ static void run_job(kiwi_db *db, kw_flush_job *j)
         kw_db_set_bg_error(db, st, err);
     }
     free(err);
-    try_commit(db);
+    kw_flush_try_commit(db);
     pthread_cond_broadcast(&db->done_cv);
 }
 

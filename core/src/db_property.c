@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compaction.h"
 #include "db.h"
 #include "dbformat.h"
 #include "env.h"
@@ -24,6 +25,8 @@ static void stats_json(kiwi_db *db, kw_buf *b)
     kw_super *s = kw_super_acquire(db);
     pthread_mutex_lock(&db->mu);
     size_t njobs = db->njobs, nsnap = db->nsnapshots;
+    uint32_t running = db->compactions_running;
+    kiwi_options opts = db->opts;
     uint64_t last_seq = db->last_seq, wal_number = db->wal_number;
     bool stalled = db->stalled;
     const char *bg = db->bg_status == KIWI_OK ? NULL : db->bg_errmsg;
@@ -46,7 +49,12 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                      "\"iterators_created\":%llu,\"snapshots_created\":%llu,"
                      "\"recovered_records\":%llu,\"recovered_torn_bytes\":%llu,"
                      "\"recovered_skipped_records\":%llu,\"memtable_hits\":%llu,"
-                     "\"sstable_reads\":%llu,\"bloom_negatives\":%llu,",
+                     "\"sstable_reads\":%llu,\"bloom_negatives\":%llu,"
+                     "\"compactions\":%llu,\"compaction_bytes_read\":%llu,"
+                     "\"compaction_bytes_written\":%llu,\"compaction_micros\":%llu,"
+                     "\"compaction_dropped_versions\":%llu,"
+                     "\"compaction_dropped_tombstones\":%llu,\"trivial_moves\":%llu,"
+                     "\"manual_compactions\":%llu,\"slowdowns\":%llu,\"slowdown_micros\":%llu,",
                   LOAD(puts), LOAD(deletes), LOAD(batches), LOAD(gets), LOAD(get_hits),
                   LOAD(get_misses), LOAD(user_bytes_written), LOAD(wal_bytes), LOAD(wal_writes),
                   LOAD(wal_syncs), LOAD(write_groups), LOAD(flushes), LOAD(flush_bytes),
@@ -54,7 +62,11 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                   LOAD(stall_micros), stalled ? "true" : "false", LOAD(iterators_created),
                   LOAD(snapshots_created), LOAD(recovered_records), LOAD(recovered_torn_bytes),
                   LOAD(recovered_skipped), LOAD(memtable_hits), LOAD(sstable_reads),
-                  LOAD(bloom_negatives));
+                  LOAD(bloom_negatives), LOAD(compactions), LOAD(compaction_bytes_read),
+                  LOAD(compaction_bytes_written), LOAD(compaction_micros),
+                  LOAD(compaction_dropped_versions), LOAD(compaction_dropped_tombstones),
+                  LOAD(trivial_moves), LOAD(manual_compactions), LOAD(slowdowns),
+                  LOAD(slowdown_micros));
     kw_buf_printf(b, "\"last_sequence\":%llu,\"visible_sequence\":%llu,\"wal_number\":%llu,"
                      "\"memtable_bytes\":%llu,\"memtable_entries\":%llu,"
                      "\"immutable_memtables\":%zu,\"immutable_bytes\":%llu,"
@@ -65,15 +77,26 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                   (unsigned long long)mem_entries, njobs, (unsigned long long)imm_bytes,
                   (unsigned long long)imm_entries, nsnap,
                   (unsigned long long)(kw_now_micros() - db->open_micros));
-    for (int l = 0; l <= (int)db->opts.max_levels && l < KW_MAX_LEVELS; l++) {
+    uint64_t deepest = 0;
+    for (int l = 0; l <= (int)opts.max_levels && l < KW_MAX_LEVELS; l++) {
         uint64_t bytes = kw_version_level_bytes(s->version, l);
         disk += bytes;
         files += s->version->nfiles[l];
-        kw_buf_printf(b, "%s{\"level\":%d,\"files\":%zu,\"bytes\":%llu}", l ? "," : "", l,
-                      s->version->nfiles[l], (unsigned long long)bytes);
+        if (bytes)
+            deepest = bytes;
+        kw_buf_printf(b, "%s{\"level\":%d,\"files\":%zu,\"bytes\":%llu,\"score\":%.3f}",
+                      l ? "," : "", l, s->version->nfiles[l], (unsigned long long)bytes,
+                      kw_compaction_score(s->version, &opts, l));
     }
-    kw_buf_printf(b, "],\"sstables\":%llu,\"sstable_bytes\":%llu,\"background_error\":",
-                  (unsigned long long)files, (unsigned long long)disk);
+    uint64_t user = atomic_load(&db->stats.user_bytes_written);
+    uint64_t written = atomic_load(&db->stats.wal_bytes) + atomic_load(&db->stats.flush_bytes) +
+                       atomic_load(&db->stats.compaction_bytes_written);
+    kw_buf_printf(b, "],\"sstables\":%llu,\"sstable_bytes\":%llu,\"compactions_running\":%u,"
+                     "\"write_amplification\":%.3f,\"space_amplification\":%.3f,"
+                     "\"background_error\":",
+                  (unsigned long long)files, (unsigned long long)disk, running,
+                  user ? (double)written / (double)user : 0.0,
+                  deepest ? (double)disk / (double)deepest : 0.0);
     if (bgcopy)
         kw_json_string(b, bgcopy, strlen(bgcopy));
     else
@@ -341,7 +364,7 @@ char *kiwi_trace(kiwi_db *db, const char *key, size_t klen)
     return b.data;
 }
 
-/* ---- live settings and manual compaction ------------------------------------------------- */
+/* ---- live settings ------------------------------------------------- */
 
 kiwi_status kiwi_set_option(kiwi_db *db, const char *name, const char *value, char **errmsg)
 {
@@ -353,22 +376,10 @@ kiwi_status kiwi_set_option(kiwi_db *db, const char *name, const char *value, ch
     if (st == KIWI_OK) {
         db->opts = next;
         pthread_cond_broadcast(&db->done_cv); /* a raised limit may end a stall */
+        kw_compact_schedule(db);              /* a lowered threshold may call for compaction */
     }
     pthread_mutex_unlock(&db->mu);
     if (st == KIWI_OK)
         kw_db_event(db, "info", "option_set", "{\"name\":\"%s\",\"value\":\"%s\"}", name, value);
     return st;
-}
-
-kiwi_status kiwi_compact_range(kiwi_db *db, const char *start, size_t slen, const char *end,
-                               size_t elen, char **errmsg)
-{
-    (void)start;
-    (void)slen;
-    (void)end;
-    (void)elen;
-    if (db == NULL)
-        return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "db is NULL");
-    return kw_error(errmsg, KIWI_INVALID_ARGUMENT,
-                    "compact_range: compaction is not part of this build yet");
 }

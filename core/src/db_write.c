@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "db.h"
 #include "env.h"
@@ -63,34 +64,77 @@ static bool memtable_full(const kiwi_db *db)
            db->opts.max_memtable_size_mb * 1024.0 * 1024.0;
 }
 
+/* Why a full memtable cannot rotate now, or NULL: writes go on into a memtable with room, and
+ * wait only when it is full and flushing it would overload L0 or the flush queue (LevelDB's
+ * rule). REQUIRES: mu. */
+static const char *stall_cause(const kiwi_db *db, bool want_rotation)
+{
+    if (!want_rotation)
+        return NULL;
+    if (db->njobs >= db->opts.max_immutable_memtables)
+        return "immutable_memtables";
+    if (db->vs->current->nfiles[0] >= db->opts.l0_stop_writes_trigger)
+        return "l0_files";
+    return NULL;
+}
+
+/* Each write is delayed once by 1 ms while L0 is past the slowdown trigger (LevelDB's rule):
+ * it hands the CPU to compaction and spreads a stall into a slope. REQUIRES: mu. */
+static void maybe_slow_down(kiwi_db *db)
+{
+    size_t l0 = db->vs->current->nfiles[0];
+    if (l0 < db->opts.l0_slowdown_writes_trigger || l0 >= db->opts.l0_stop_writes_trigger)
+        return;
+    if (atomic_fetch_add(&db->stats.slowdowns, 1) % 1000 == 0)
+        kw_db_event(db, "warn", "write_slowdown",
+                    "{\"cause\":\"l0_files\",\"l0_files\":%zu,\"trigger\":%u,"
+                    "\"slowdowns\":%llu}",
+                    l0, db->opts.l0_slowdown_writes_trigger,
+                    (unsigned long long)atomic_load(&db->stats.slowdowns));
+    pthread_mutex_unlock(&db->mu);
+    uint64_t t0 = kw_now_micros();
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+    atomic_fetch_add(&db->stats.slowdown_micros, kw_now_micros() - t0);
+    pthread_mutex_lock(&db->mu);
+}
+
 /* Ensures the active memtable has room, rotating it (force: whenever it is not empty).
- * Stalls while too many immutable memtables wait. REQUIRES: mu held, caller is the leader. */
+ * Slows down or stalls while L0 or the flush queue is too long, with events and counters.
+ * REQUIRES: mu held, caller is the leader. */
 static kiwi_status make_room(kiwi_db *db, bool force, char **errmsg)
 {
     uint64_t stall_start = 0;
     kiwi_status st = KIWI_OK;
+    if (!force)
+        maybe_slow_down(db);
     for (;;) {
         if (db->bg_status != KIWI_OK) {
             st = kw_error(errmsg, db->bg_status, "writes are refused after a background error: %s",
-                          db->bg_errmsg);
+                          kw_error_detail(db->bg_errmsg));
             break;
         }
         bool want = force ? kw_memtable_entries(db->mem) > 0 : memtable_full(db);
-        if (!want)
-            break;
-        if (db->njobs >= db->opts.max_immutable_memtables) {
+        const char *cause = force ? NULL : stall_cause(db, want);
+        if (cause == NULL && force && want && db->njobs >= db->opts.max_immutable_memtables)
+            cause = "immutable_memtables";
+        if (cause != NULL) {
             if (stall_start == 0) {
                 stall_start = kw_now_micros();
                 atomic_fetch_add(&db->stats.stalls, 1);
                 db->stalled = true;
                 kw_db_event(db, "warn", "write_stall",
-                            "{\"cause\":\"immutable memtables waiting for flush\","
-                            "\"immutable\":%zu,\"limit\":%u}",
+                            "{\"cause\":\"%s\",\"l0_files\":%zu,\"l0_stop_trigger\":%u,"
+                            "\"immutable\":%zu,\"immutable_limit\":%u}",
+                            cause, db->vs->current->nfiles[0], db->opts.l0_stop_writes_trigger,
                             db->njobs, db->opts.max_immutable_memtables);
             }
+            kw_compact_schedule(db);
             pthread_cond_wait(&db->done_cv, &db->mu);
             continue;
         }
+        if (!want)
+            break;
         st = kw_db_rotate(db, errmsg);
         if (st != KIWI_OK || force)
             break;

@@ -27,6 +27,12 @@ static const setting SETTINGS[] = {
     {"max_memtable_entries", T_UINT, 1, 1e9, true, "10", "1000000", NULL},
     {"max_memtable_size_mb", T_DOUBLE, 0.0625, 4096, true, "64", "64", NULL},
     {"l0_compaction_threshold", T_UINT, 2, 1000, true, "10", "10", NULL},
+    {"l0_slowdown_writes_trigger", T_UINT, 2, 10000, true, "20", "20", NULL},
+    {"l0_stop_writes_trigger", T_UINT, 2, 10000, true, "30", "30", NULL},
+    {"target_file_size_mb", T_DOUBLE, 0.015625, 1024, true, "0.0625", "8", NULL},
+    {"level_base_mb", T_DOUBLE, 0.0625, 65536, true, "0.25", "256", NULL},
+    {"level_size_ratio", T_UINT, 2, 100, true, "10", "10", NULL},
+    {"compaction_workers", T_UINT, 1, 8, false, "2", "2", NULL},
     {"bloom_fpr_dev", T_DOUBLE, 0.0001, 0.5, true, "0.05", "0.05", NULL},
     {"bloom_fpr_prod", T_DOUBLE, 0.0001, 0.5, true, "0.01", "0.01", NULL},
     {"flush_max_workers", T_UINT, 1, 16, false, "2", "2", NULL},
@@ -118,6 +124,12 @@ static void store(kiwi_options *o, const setting *s, uint64_t u, double d, bool 
     if (strcmp(n, "max_memtable_entries") == 0) o->max_memtable_entries = u;
     else if (strcmp(n, "max_memtable_size_mb") == 0) o->max_memtable_size_mb = d;
     else if (strcmp(n, "l0_compaction_threshold") == 0) o->l0_compaction_threshold = (uint32_t)u;
+    else if (strcmp(n, "l0_slowdown_writes_trigger") == 0) o->l0_slowdown_writes_trigger = (uint32_t)u;
+    else if (strcmp(n, "l0_stop_writes_trigger") == 0) o->l0_stop_writes_trigger = (uint32_t)u;
+    else if (strcmp(n, "target_file_size_mb") == 0) o->target_file_size_mb = d;
+    else if (strcmp(n, "level_base_mb") == 0) o->level_base_mb = d;
+    else if (strcmp(n, "level_size_ratio") == 0) o->level_size_ratio = (uint32_t)u;
+    else if (strcmp(n, "compaction_workers") == 0) o->compaction_workers = (uint32_t)u;
     else if (strcmp(n, "bloom_fpr_dev") == 0) o->bloom_fpr_dev = d;
     else if (strcmp(n, "bloom_fpr_prod") == 0) o->bloom_fpr_prod = d;
     else if (strcmp(n, "flush_max_workers") == 0) o->flush_max_workers = (uint32_t)u;
@@ -193,11 +205,16 @@ void kw_options_to_json(const kiwi_options *o, kw_buf *out)
 {
     kw_buf_printf(out, "{\"mode\":\"%s\",\"max_memtable_entries\":%llu,"
                        "\"max_memtable_size_mb\":%g,\"l0_compaction_threshold\":%u,"
+                       "\"l0_slowdown_writes_trigger\":%u,\"l0_stop_writes_trigger\":%u,"
+                       "\"target_file_size_mb\":%g,\"level_base_mb\":%g,\"level_size_ratio\":%u,"
+                       "\"compaction_workers\":%u,"
                        "\"bloom_fpr_dev\":%g,\"bloom_fpr_prod\":%g,\"flush_max_workers\":%u,"
                        "\"max_levels\":%u,\"block_size\":%u,\"max_immutable_memtables\":%u,"
                        "\"sync_writes\":%s,\"wal_recovery\":\"%s\",\"compression\":",
                   o->mode, (unsigned long long)o->max_memtable_entries, o->max_memtable_size_mb,
-                  o->l0_compaction_threshold, o->bloom_fpr_dev, o->bloom_fpr_prod,
+                  o->l0_compaction_threshold, o->l0_slowdown_writes_trigger,
+                  o->l0_stop_writes_trigger, o->target_file_size_mb, o->level_base_mb,
+                  o->level_size_ratio, o->compaction_workers, o->bloom_fpr_dev, o->bloom_fpr_prod,
                   o->flush_max_workers, o->max_levels, o->block_size, o->max_immutable_memtables,
                   o->sync_writes ? "true" : "false",
                   o->wal_recovery == KW_WAL_SKIP_CORRUPT ? "skip_corrupt" : "tolerate_tail");

@@ -22,6 +22,12 @@ struct kiwi_options {
     uint64_t max_memtable_entries; /* dev: rotate the memtable after this many entries */
     double max_memtable_size_mb;   /* prod: rotate the memtable after this many MiB */
     uint32_t l0_compaction_threshold; /* L0 files that trigger an L0 -> L1 compaction */
+    uint32_t l0_slowdown_writes_trigger; /* L0 files at which each write is delayed 1 ms */
+    uint32_t l0_stop_writes_trigger;  /* L0 files at which writes wait for compaction */
+    double target_file_size_mb;    /* compaction output files (L1+) are cut at this size */
+    double level_base_mb;          /* L1's target size; L(n+1) = L(n) * level_size_ratio */
+    uint32_t level_size_ratio;
+    uint32_t compaction_workers;   /* background compaction threads */
     double bloom_fpr_dev;          /* bloom false-positive rate of new SSTables in dev mode */
     double bloom_fpr_prod;         /* ... in prod mode */
     uint32_t flush_max_workers;    /* threads building SSTables from immutable memtables */

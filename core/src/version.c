@@ -55,6 +55,11 @@ static void meta_unref(kw_file_meta *m)
         meta_free(m);
 }
 
+void kw_file_meta_unref(kw_file_meta *m)
+{
+    meta_unref(m);
+}
+
 static void meta_to_edit(const kw_file_meta *m, uint32_t level, kw_edit_file *f)
 {
     f->level = level;
@@ -144,8 +149,17 @@ static bool edit_deletes(const kw_version_edit *e, int level, uint64_t number)
     return false;
 }
 
+static bool edit_adds(const kw_version_edit *e, uint64_t number)
+{
+    for (size_t i = 0; i < e->n_added; i++)
+        if (e->added[i].number == number)
+            return true;
+    return false;
+}
+
 /* base + edit -> a new version. Added metas are given in `added` (one per e->added). Files the
- * edit deletes are marked obsolete. */
+ * edit deletes are marked obsolete, unless the edit adds them again (a move to another level:
+ * the same meta then lives on at its new level). */
 static kw_version *version_apply(const kw_version *base, const kw_version_edit *e,
                                  kw_file_meta **added)
 {
@@ -153,10 +167,10 @@ static kw_version *version_apply(const kw_version *base, const kw_version_edit *
     for (int l = 0; l < KW_MAX_LEVELS; l++) {
         for (size_t i = 0; base && i < base->nfiles[l]; i++) {
             kw_file_meta *m = base->files[l][i];
-            if (edit_deletes(e, l, m->number))
-                atomic_store(&m->obsolete, true);
-            else
+            if (!edit_deletes(e, l, m->number))
                 level_push(v, l, m);
+            else if (!edit_adds(e, m->number))
+                atomic_store(&m->obsolete, true);
         }
     }
     for (size_t i = 0; i < e->n_added; i++)
@@ -413,8 +427,20 @@ kiwi_status kw_vset_log_and_apply(kw_vset *vs, kw_version_edit *edit, pthread_mu
     kw_edit_encode(edit, &payload);
     kw_file_meta **added = kw_calloc(edit->n_added ? edit->n_added : 1, sizeof(kw_file_meta *));
 
+    /* A file the edit moves (deletes at one level, adds at another) keeps its meta and table. */
+    bool *moved = kw_calloc(edit->n_added ? edit->n_added : 1, sizeof(bool));
+    for (size_t i = 0; i < edit->n_added; i++) {
+        for (int l = 0; l < KW_MAX_LEVELS && !moved[i]; l++)
+            for (size_t j = 0; j < vs->current->nfiles[l] && !moved[i]; j++)
+                if (vs->current->files[l][j]->number == edit->added[i].number) {
+                    added[i] = vs->current->files[l][j];
+                    moved[i] = true;
+                }
+    }
     pthread_mutex_unlock(mu);
     for (size_t i = 0; i < edit->n_added && st == KIWI_OK; i++) {
+        if (moved[i])
+            continue;
         added[i] = meta_from_edit(vs->dir, &edit->added[i]);
         st = kw_table_open(added[i]->path, added[i]->number, &added[i]->table, errmsg);
     }
@@ -435,9 +461,10 @@ kiwi_status kw_vset_log_and_apply(kw_vset *vs, kw_version_edit *edit, pthread_mu
         vs->manifest_edits++;
     } else {
         for (size_t i = 0; i < edit->n_added; i++)
-            if (added[i])
+            if (added[i] && !moved[i])
                 meta_free(added[i]);
     }
+    free(moved);
     free(added);
     kw_buf_free(&payload);
     /* A long manifest is rewritten as one snapshot record (keeps reopen fast). */

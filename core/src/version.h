@@ -49,6 +49,8 @@ typedef struct kw_version {
     size_t nfiles[KW_MAX_LEVELS];
 } kw_version;
 
+void kw_file_meta_unref(kw_file_meta *m); /* for holders outside versions (compactions) */
+
 void kw_version_ref(kw_version *v);
 void kw_version_unref(kw_version *v);
 uint64_t kw_version_level_bytes(const kw_version *v, int level);

@@ -1,0 +1,80 @@
+/*
+ * compaction.h: leveled compaction: choosing what to compact and merging it.
+ *
+ * Policy (docs/internals/compaction.md):
+ *  - L0 (overlapping flushed files) is compacted into L1 when it holds l0_compaction_threshold
+ *    files: all L0 files plus the L1 files they overlap.
+ *  - L1..L(max_levels-1) each have a target size: level_base_mb for L1, times level_size_ratio
+ *    per level. A level over its target compacts ONE file (plus the files of the next level it
+ *    overlaps) into the next level: the file densest in tombstones if any file is at least 25%
+ *    tombstones, otherwise the next file after the level's last compacted key (round robin), so
+ *    no compaction rewrites a whole level. A file that overlaps nothing below is moved, not
+ *    rewritten. The last level is never compacted out.
+ *  - The level with the highest score (size / target, or L0 files / threshold) >= 1 goes first;
+ *    a compaction Ln -> Ln+1 reserves both levels, so compactions that share no level run in
+ *    parallel.
+ * The merge drops a version when a newer version of the same key is visible to every live
+ * snapshot, and a tombstone when no snapshot needs it and no deeper level may hold the key.
+ * Outputs are cut at target_file_size_mb, always between two user keys (all versions of a key
+ * stay in one file, so a point read consults one file per sorted level).
+ */
+#ifndef KW_COMPACTION_H
+#define KW_COMPACTION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "options.h"
+#include "version.h"
+
+typedef struct {
+    int level;                  /* input level */
+    int output_level;           /* level + 1, or level itself for a last-level (manual) rewrite */
+    kw_file_meta **inputs[2];   /* [0]: files of `level`, [1]: overlapping files of level+1 */
+    size_t ninputs[2];
+    bool trivial_move;          /* one input file, nothing below it overlaps: just move it */
+    bool manual;                /* from kiwi_compact_range */
+    const char *reason;         /* "l0_files", "level_size", "tombstones", "manual" */
+    double score;
+} kw_compaction;
+
+/* Scores and picks the most urgent compaction in v whose levels are not in `busy`;
+ * NULL if nothing needs compacting. `cursor[level]` is the level's round-robin position (the
+ * largest user key last compacted there, malloc'd; updated by kw_compaction_done). */
+kw_compaction *kw_compaction_pick(const kw_version *v, const kiwi_options *o, const bool *busy,
+                                  kw_buf *cursor);
+
+/* A manual compaction of `level` restricted to user keys [start, end] (NULL = open end);
+ * NULL when the level holds no file in the range. For the last level (level == max_levels) the
+ * files are rewritten in place, which drops shadowed versions and tombstones no snapshot needs. */
+kw_compaction *kw_compaction_range(const kw_version *v, int level, int max_levels,
+                                   const kw_slice *start, const kw_slice *end);
+
+/* Records the largest key of the compaction's level inputs as the level's cursor. */
+void kw_compaction_done(const kw_compaction *c, kw_buf *cursor);
+void kw_compaction_free(kw_compaction *c);
+uint64_t kw_compaction_input_bytes(const kw_compaction *c);
+
+/* Per-level score as used by the picker (for stats). */
+double kw_compaction_score(const kw_version *v, const kiwi_options *o, int level);
+
+typedef struct {
+    uint64_t entries_in, entries_out;
+    uint64_t dropped_versions, dropped_tombstones;
+    uint64_t bytes_in, bytes_out;
+} kw_compaction_stats;
+
+/* Allocates a file number (REQUIRES: the caller's db mutex). */
+typedef uint64_t (*kw_new_file_fn)(void *ctx);
+
+/* Merges the inputs into new SSTables in `dir` and describes them in `edit` (inputs deleted,
+ * outputs added at level + 1). smallest_snapshot: the oldest sequence any reader may still read
+ * at. `deeper`: the version used to decide whether a tombstone may be dropped (levels below the
+ * output level). new_file is called with `mu` held (this function takes and releases it). On
+ * failure every output written is removed. Runs without mu otherwise. */
+kiwi_status kw_compaction_run(const kw_compaction *c, const char *dir, const kiwi_options *o,
+                              uint64_t smallest_snapshot, const kw_version *deeper,
+                              pthread_mutex_t *mu, kw_new_file_fn new_file, void *ctx,
+                              kw_version_edit *edit, kw_compaction_stats *stats, char **errmsg);
+
+#endif /* KW_COMPACTION_H */
