@@ -19,8 +19,25 @@
  *
  * Reader: the file is mmapped (descriptor closed at once). Opening verifies the footer, the
  * index, filter and properties blocks' CRCs; a data block's CRC is verified on every read that
- * touches it. Any mismatch is KIWI_CORRUPTION naming the file and the block offset.
+ * touches it, unless the read finds the block in the data cache. Any mismatch is
+ * KIWI_CORRUPTION naming the file and the block offset.
  * A kw_table is immutable and thread-safe; it is reference counted (readers pin it).
+ *
+ * Block cache (cache.h, docs/internals/cache.md): a table opened with kw_table_open_cached keeps
+ * a kw_block_cache pointer and uses its three tiers, keyed (table number, block offset):
+ *   - data:  a malloc'd copy of a data block, inserted after its CRC was checked on the copy;
+ *            a hit skips the CRC. Reads with fill_cache == false use hits but never insert.
+ *   - index: the table's parsed index array with every key copied into the entry (an entry never
+ *            points into a mapping: a pinned entry may outlive the table that made it). On a
+ *            miss it is rebuilt from the mapping and verified again (CRC + every check of open).
+ *   - bloom: a copy of the filter block, verified on the copy; on a miss that the tier can hold
+ *            it is copied again; otherwise the filter is probed in the mapping (checked at open).
+ * Charges are the bytes malloc'd for the value plus kw_cache_entry_overhead(). Index and bloom
+ * entries are always inserted (fill_cache concerns data blocks only). A tier whose budget is 0
+ * is off: that part is read as without a cache (data: the mapping, CRC per read; bloom: the
+ * mapping; index: an array private to the table, built once, reported by
+ * kw_table_uncharged_bytes). kw_table_unref to zero erases the table's entries from every tier.
+ * REQUIRES: the kw_block_cache outlives every table opened with it.
  */
 #ifndef KW_TABLE_H
 #define KW_TABLE_H
@@ -28,7 +45,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cache.h"
 #include "common.h"
+#include "env.h" /* kw_mmap */
 #include "iterator.h"
 #include "memtable.h" /* kw_lookup */
 
@@ -88,6 +107,16 @@ void kw_table_builder_abandon(kw_table_builder *b);
 typedef struct kw_table kw_table;
 
 kiwi_status kw_table_open(const char *path, uint64_t number, kw_table **out, char **errmsg);
+/* kw_table_open with a block cache (NULL: none, exactly kw_table_open). The table keeps the
+ * pointer; the index and filter are inserted into their tiers at once (when the tier can hold
+ * them). Open verifies exactly what kw_table_open verifies. */
+kiwi_status kw_table_open_cached(const char *path, uint64_t number, kw_block_cache *cache,
+                                 kw_table **out, char **errmsg);
+kw_block_cache *kw_table_cache(const kw_table *t); /* NULL if none */
+/* Bytes the table holds outside the cache: the struct, path, properties and, when the index is
+ * not cache-charged (no cache, or index tier off), its private index array. The mapping itself
+ * is page cache and not counted. */
+uint64_t kw_table_uncharged_bytes(const kw_table *t);
 void kw_table_ref(kw_table *t);
 void kw_table_unref(kw_table *t); /* unmaps and frees at zero (never deletes the file) */
 uint64_t kw_table_number(const kw_table *t);
@@ -101,17 +130,80 @@ typedef struct {
     uint64_t block_offset;   /* the data block searched */
     uint64_t block_size;
     uint32_t block_index;
+    kw_cache_result bloom_cache; /* NONE when the table's filter is unusable (not consulted) */
+    kw_cache_result index_cache; /* NONE when the bloom filter ruled the key out */
+    kw_cache_result data_cache;  /* NONE when no block was read */
 } kw_table_lookup_info;
 
 /* The newest version of ukey with sequence <= seq in this table. On KW_LOOKUP_FOUND *value
- * points into the mapping (valid while the caller holds a reference to t). */
+ * points into the mapping (valid while the caller holds a reference to t), also when the block
+ * came from the data cache (the cached copy has the same bytes at the same offsets). Uses the
+ * table's cache as kw_table_get_ex with fill_cache == true. */
 kiwi_status kw_table_get(kw_table *t, kw_slice ukey, uint64_t seq, kw_lookup *result,
                          kw_slice *value, kw_table_lookup_info *info, char **errmsg);
 
-/* An internal iterator over every entry; holds a reference to t until destroyed. */
+/* kw_table_get with a choice of filling the data tier. On KW_LOOKUP_FOUND the value is copied
+ * into value_out (cleared first; cleared also on any other result), so it stays valid after
+ * every cache handle and table reference is gone. info may be NULL. */
+kiwi_status kw_table_get_ex(kw_table *t, kw_slice ukey, uint64_t seq, bool fill_cache,
+                            kw_lookup *result, kw_buf *value_out, kw_table_lookup_info *info,
+                            char **errmsg);
+
+/* An internal iterator over every entry; holds a reference to t until destroyed. It pins the
+ * table's index (cache entry or private copy) for its life and the data block it is in while
+ * it is there. kw_table_iter(t) == kw_table_iter_ex(t, true). */
 kw_iter *kw_table_iter(kw_table *t);
+kw_iter *kw_table_iter_ex(kw_table *t, bool fill_cache);
 
 /* Checks the CRC of every block; KIWI_CORRUPTION naming the first bad one. */
 kiwi_status kw_table_verify(kw_table *t, char **errmsg);
+
+/* ---- reader internals --------------------------------------------------------------------- *
+ * Shared by table.c (open: footer, properties, index parsing, close) and table_iter.c (reads:
+ * the cache tiers, point lookups, the iterator, verification). No other module may use them. */
+
+typedef struct {
+    const char *key;  /* the block's last internal key (into the map, or into the index's copies) */
+    size_t key_len;
+    uint64_t offset;  /* where the block starts */
+    uint64_t size;    /* block size, trailer excluded */
+} kw_table_index_entry;
+
+/* The parsed index: one allocation holding this header, the entries, then copied key bytes. */
+typedef struct {
+    size_t bytes;     /* the whole allocation */
+    uint32_t nblocks; /* == props.data_blocks */
+    kw_table_index_entry entries[];
+} kw_table_index;
+
+struct kw_table {
+    int refs;                  /* atomic (__atomic builtins) */
+    uint64_t number;
+    char *path;
+    kw_mmap map;
+    kw_block_cache *cache;     /* NULL: no cache */
+    kw_table_index *own_index; /* private index (no cache, or index tier off); set once, atomic */
+    kw_slice index_block;      /* the index block's contents in the map (checked at open) */
+    kw_slice filter;           /* the filter block's contents in the map (checked at open) */
+    bool filter_usable;        /* the filter's name is one this reader knows */
+    uint64_t data_end;         /* end of the last data block's trailer == filter offset */
+    uint64_t meta_off[3];      /* filter, properties, index block offsets */
+    uint64_t meta_size[3];
+    kw_table_props props;
+};
+
+/* Bounds of the block at off, then the CRC and compression type of its contents against its
+ * trailer in the map; the contents checked are `copy` (a copy of them) or, when copy is NULL,
+ * the map's. KIWI_CORRUPTION names path, kind and off. */
+kiwi_status kw_table_check_block(const kw_table *t, const char *copy, uint64_t off,
+                                 uint64_t size, const char *kind, char **errmsg);
+/* The index block read from the map and checked again exactly as at open (CRC, every entry).
+ * copy_all: every key is copied into the index (a cache entry never points into a mapping). */
+kiwi_status kw_table_rebuild_index(const kw_table *t, bool copy_all, kw_table_index **out,
+                                   char **errmsg);
+/* At open (table_iter.c): hands the index just built to the index tier if it was built for it
+ * (for_cache: keys copied; freed if the tier cannot hold it), else keeps it as the private
+ * index; puts a copy of the filter in the bloom tier when it can hold it. */
+void kw_table_warm_cache(kw_table *t, kw_table_index *ix, bool for_cache);
 
 #endif /* KW_TABLE_H */

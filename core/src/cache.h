@@ -1,0 +1,119 @@
+/*
+ * cache.h: a sharded LRU cache with byte budgets, and the three-tier block cache built from it.
+ *
+ * kw_cache maps a key (file number, offset) to a value the caller allocated, charged a number of
+ * bytes against the cache's capacity. docs/internals/cache.md explains the design.
+ *
+ *   - Sharding: 16 shards chosen by a hash of the key, each with its own mutex, hash table and
+ *     doubly linked LRU list, so threads touching different keys rarely meet. The capacity is one
+ *     budget for the whole cache (not split per shard): an entry as large as the whole budget
+ *     still fits, and eviction takes the least recently used entry across every shard (the
+ *     oldest tail of the 16 LRU lists), which is exact LRU for one thread.
+ *   - Handles: lookup and insert return a pinned handle; the value stays valid until the handle
+ *     is released. An entry in use is never freed: eviction, erase, replacement and a capacity
+ *     shrink only detach it (lookups no longer find it), and its deleter runs at the last release.
+ *   - Accounting: `usage` is the charge of every value the cache owns and has not freed yet,
+ *     detached-but-pinned ones included, so it is the memory the cache really holds. Eviction runs
+ *     until usage <= capacity or nothing unpinned is left (pinned entries may hold it over).
+ *   - An entry whose charge exceeds the capacity is not kept: insert returns NULL and the value
+ *     stays the caller's (counted in `rejects`). Capacity 0 therefore disables a cache: lookups
+ *     miss and nothing is kept.
+ *
+ * Thread safety: every function may be called from any thread at any time, except
+ * kw_cache_destroy. Counters are atomics, readable at any time without a lock (a snapshot of
+ * several counters is not one instant).
+ */
+#ifndef KW_CACHE_H
+#define KW_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+
+#define KW_CACHE_SHARDS 16
+
+typedef struct kw_cache kw_cache;
+typedef struct kw_cache_handle kw_cache_handle;
+
+/* Frees a value when the cache drops it (called without any cache lock held). */
+typedef void (*kw_cache_deleter)(void *value);
+
+typedef struct {
+    uint64_t hits;      /* lookups that found their key */
+    uint64_t misses;    /* lookups that did not */
+    uint64_t inserts;   /* entries added (a replacement counts as one insert) */
+    uint64_t evictions; /* entries dropped to stay within the capacity (not erases) */
+    uint64_t rejects;   /* inserts not kept: charge > capacity (including capacity 0) */
+    uint64_t usage;     /* bytes charged by values the cache holds (pinned detached ones too) */
+    uint64_t pinned;    /* of usage, bytes of entries held by at least one handle */
+    uint64_t capacity;  /* the budget in bytes */
+    uint64_t entries;   /* entries lookups can find */
+} kw_cache_stats;
+
+kw_cache *kw_cache_create(size_t capacity);
+/* Frees every entry. REQUIRES: no handle is held. */
+void kw_cache_destroy(kw_cache *c);
+
+/* A pinned handle to the entry for (file, offset), or NULL (a miss). Counts a hit or a miss. */
+kw_cache_handle *kw_cache_lookup(kw_cache *c, uint64_t file, uint64_t offset);
+
+/* Adds value under (file, offset), replacing any entry with that key, and returns a pinned
+ * handle to it. The cache owns value from then on and calls deleter(value) when the entry is
+ * gone and unpinned. Returns NULL if charge > capacity: nothing is kept, the value stays the
+ * caller's. May evict other entries (never pinned ones) to get back within the capacity. */
+kw_cache_handle *kw_cache_insert(kw_cache *c, uint64_t file, uint64_t offset, void *value,
+                                 size_t charge, kw_cache_deleter deleter);
+
+/* The value of a handle. REQUIRES: h is held. */
+void *kw_cache_value(const kw_cache_handle *h);
+
+/* Unpins h (NULL is a no-op). An entry still in the cache becomes the most recently used; a
+ * detached entry is freed at its last release. */
+void kw_cache_release(kw_cache *c, kw_cache_handle *h);
+
+/* Drops the entry for (file, offset) / every entry of file, if any. Pinned entries are detached
+ * and freed at their last release. erase_file walks every shard: O(entries). */
+void kw_cache_erase(kw_cache *c, uint64_t file, uint64_t offset);
+void kw_cache_erase_file(kw_cache *c, uint64_t file);
+
+/* Changes the budget; shrinking evicts unpinned entries at once (pinned ones as they are
+ * released). */
+void kw_cache_set_capacity(kw_cache *c, size_t capacity);
+size_t kw_cache_capacity(const kw_cache *c);
+
+void kw_cache_get_stats(const kw_cache *c, kw_cache_stats *out);
+
+/* The bytes of bookkeeping the cache allocates per entry; callers that want their charges to
+ * cover every byte add it to the charge. */
+size_t kw_cache_entry_overhead(void);
+
+/* What a lookup found in one tier, for traces. */
+typedef enum {
+    KW_CACHE_NONE = 0, /* the tier was not consulted (e.g. the bloom filter ruled the key out) */
+    KW_CACHE_OFF,      /* no cache, or the tier's budget is 0: read as without a cache */
+    KW_CACHE_HIT,
+    KW_CACHE_MISS
+} kw_cache_result;
+
+const char *kw_cache_result_name(kw_cache_result r); /* "none", "off", "hit", "miss" */
+
+/* ---- the block cache: three independent tiers ------------------------------------------------ *
+ * Each tier is a kw_cache with its own budget; set_capacity/get_stats work on a tier directly,
+ * e.g. kw_cache_set_capacity(bc->data, bytes). Keys are (table file number, block offset).
+ * What each tier holds is described in table.h and docs/internals/cache.md. */
+typedef struct {
+    kw_cache *data;  /* verified copies of data blocks */
+    kw_cache *index; /* parsed index arrays, one per table */
+    kw_cache *bloom; /* verified copies of bloom filter blocks, one per table */
+} kw_block_cache;
+
+kw_block_cache *kw_block_cache_create(size_t data_bytes, size_t index_bytes, size_t bloom_bytes);
+/* REQUIRES: no handle is held and no table opened with bc is still open. NULL is a no-op. */
+void kw_block_cache_destroy(kw_block_cache *bc);
+
+/* Appends {"data":{...},"index":{...},"bloom":{...}}, each tier's kw_cache_stats fields by
+ * name (hits, misses, inserts, evictions, rejects, usage, pinned, capacity, entries). */
+void kw_block_cache_stats_json(const kw_block_cache *bc, kw_buf *out);
+
+#endif /* KW_CACHE_H */
