@@ -1,0 +1,748 @@
+/*
+ * test_cache.c: the sharded LRU cache (cache.h) and its use by the table reader: LRU order and
+ * eviction under the budget, pinned entries surviving eviction/erase/replace/shrink, exact
+ * counters, erase_file, zero budget, 4 threads (also run under TSan); tables: data-tier hits,
+ * corrupt blocks never cached, evicted/too-small/off index tiers, fill_cache=false, erase on
+ * unref, identical results with and without a cache, a concurrent read + resize stress.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "coding.h"
+#include "ctest.h"
+#include "dbformat.h"
+#include "env.h"
+#include "table.h"
+
+/* ---- values that count their deletions -------------------------------------------------------- */
+
+static int deleted; /* atomic: threads delete too */
+
+typedef struct {
+    uint64_t file, offset; /* the key it was inserted under: checked on every hit */
+    char pad[16];
+} val;
+
+static void del_val(void *v)
+{
+    __atomic_fetch_add(&deleted, 1, __ATOMIC_RELAXED);
+    free(v);
+}
+
+static val *mkval(uint64_t file, uint64_t offset)
+{
+    val *v = calloc(1, sizeof *v);
+    v->file = file;
+    v->offset = offset;
+    return v;
+}
+
+/* insert + release; true if kept */
+static bool put(kw_cache *c, uint64_t file, uint64_t off, size_t charge)
+{
+    val *v = mkval(file, off);
+    kw_cache_handle *h = kw_cache_insert(c, file, off, v, charge, del_val);
+    if (h == NULL) {
+        free(v);
+        return false;
+    }
+    kw_cache_release(c, h);
+    return true;
+}
+
+/* lookup + release; true on a hit (whose value must carry its key) */
+static bool has(kw_cache *c, uint64_t file, uint64_t off)
+{
+    kw_cache_handle *h = kw_cache_lookup(c, file, off);
+    if (h == NULL)
+        return false;
+    const val *v = kw_cache_value(h);
+    CHECK(v->file == file && v->offset == off);
+    kw_cache_release(c, h);
+    return true;
+}
+
+static kw_cache_stats stats(const kw_cache *c)
+{
+    kw_cache_stats s;
+    kw_cache_get_stats(c, &s);
+    return s;
+}
+
+/* ---- the cache ------------------------------------------------------------------------------- */
+
+static void test_lru_order(void)
+{
+    deleted = 0;
+    kw_cache *c = kw_cache_create(300);
+    for (uint64_t k = 1; k <= 3; k++) /* keys spread over shards: LRU is still global */
+        CHECK(put(c, k, k * 4096, 100));
+    CHECK(has(c, 1, 4096)); /* 1 becomes the most recent: order 2, 3, 1 */
+    CHECK(put(c, 4, 4 * 4096, 100));
+    CHECK(!has(c, 2, 2 * 4096)); /* the least recently used went */
+    CHECK(has(c, 3, 3 * 4096) && has(c, 1, 4096) && has(c, 4, 4 * 4096)); /* now 3, 1, 4 */
+    CHECK(put(c, 5, 5 * 4096, 200)); /* needs two: 3 and 1 */
+    CHECK(!has(c, 3, 3 * 4096) && !has(c, 1, 4096));
+    CHECK(has(c, 4, 4 * 4096) && has(c, 5, 5 * 4096));
+    kw_cache_stats s = stats(c);
+    CHECK_EQ_U64(s.evictions, 3);
+    CHECK_EQ_U64(s.usage, 300);
+    CHECK_EQ_U64(s.entries, 2);
+    CHECK_EQ_U64(deleted, 3);
+    for (int i = 0; i < 1000; i++) /* under the budget at every step */
+        CHECK(put(c, 10 + (uint64_t)i % 7, (uint64_t)i, 1 + (size_t)i % 150) &&
+              stats(c).usage <= 300);
+    kw_cache_destroy(c);
+    CHECK_EQ_U64(deleted, 1005); /* every value freed exactly once */
+}
+
+static void test_counters_exact(void)
+{
+    deleted = 0;
+    kw_cache *c = kw_cache_create(1000);
+    CHECK(put(c, 1, 0, 400));
+    CHECK(put(c, 1, 100, 400));
+    CHECK(has(c, 1, 0) && !has(c, 1, 50) && !has(c, 2, 0));
+    kw_cache_handle *h = kw_cache_lookup(c, 1, 100); /* pinned */
+    CHECK(!put(c, 9, 9, 1001));                      /* larger than the budget */
+    CHECK(put(c, 1, 200, 400));                      /* evicts (1, 0), not the pinned one */
+    kw_cache_stats s = stats(c);
+    CHECK_EQ_U64(s.hits, 2);
+    CHECK_EQ_U64(s.misses, 2);
+    CHECK_EQ_U64(s.inserts, 3);
+    CHECK_EQ_U64(s.rejects, 1);
+    CHECK_EQ_U64(s.evictions, 1);
+    CHECK_EQ_U64(s.usage, 800);
+    CHECK_EQ_U64(s.pinned, 400);
+    CHECK_EQ_U64(s.capacity, 1000);
+    CHECK_EQ_U64(s.entries, 2);
+    kw_cache_release(c, h);
+    CHECK_EQ_U64(stats(c).pinned, 0);
+    kw_cache_erase(c, 1, 100);
+    kw_cache_erase(c, 1, 12345); /* absent: no-op */
+    s = stats(c);
+    CHECK_EQ_U64(s.entries, 1);
+    CHECK_EQ_U64(s.usage, 400);
+    CHECK_EQ_U64(s.evictions, 1); /* erase is not an eviction */
+    CHECK_EQ_U64(deleted, 2);
+    kw_cache_destroy(c);
+}
+
+static void test_pinned_survive(void)
+{
+    deleted = 0;
+    kw_cache *c = kw_cache_create(200);
+    val *a = mkval(7, 1);
+    kw_cache_handle *ha = kw_cache_insert(c, 7, 1, a, 100, del_val);
+    CHECK(ha != NULL && kw_cache_value(ha) == a);
+    for (uint64_t i = 0; i < 50; i++) /* pressure: only unpinned entries go */
+        CHECK(put(c, 8, i, 100));
+    CHECK(has(c, 7, 1));
+    kw_cache_handle *ha2 = kw_cache_lookup(c, 7, 1); /* a second pin */
+    kw_cache_erase_file(c, 7);                       /* detached, not freed */
+    CHECK(!has(c, 7, 1));
+    CHECK_EQ_U64(deleted, 49);
+    CHECK(((val *)kw_cache_value(ha))->offset == 1); /* still readable (ASan would object) */
+    CHECK_EQ_U64(stats(c).usage, 200);               /* still held, still counted */
+    CHECK_EQ_U64(stats(c).pinned, 100);
+    kw_cache_release(c, ha);
+    CHECK_EQ_U64(deleted, 49);
+    kw_cache_release(c, ha2); /* the last pin frees it */
+    CHECK_EQ_U64(deleted, 50);
+    CHECK_EQ_U64(stats(c).usage, 100);
+    CHECK_EQ_U64(stats(c).pinned, 0);
+
+    val *b1 = mkval(5, 5), *b2 = mkval(5, 5); /* replace while pinned */
+    kw_cache_handle *h1 = kw_cache_insert(c, 5, 5, b1, 50, del_val);
+    kw_cache_handle *h2 = kw_cache_insert(c, 5, 5, b2, 60, del_val);
+    CHECK(kw_cache_value(h1) == b1 && kw_cache_value(h2) == b2);
+    kw_cache_handle *h3 = kw_cache_lookup(c, 5, 5);
+    CHECK(h3 != NULL && kw_cache_value(h3) == b2);
+    /* b1 still counts (210 > 200), so the unpinned (8, 49) was evicted */
+    CHECK_EQ_U64(stats(c).entries, 1);
+    CHECK_EQ_U64(deleted, 51);
+    CHECK_EQ_U64(stats(c).usage, 110);
+    kw_cache_release(c, h1); /* frees b1 */
+    CHECK_EQ_U64(deleted, 52);
+    kw_cache_release(c, h2);
+    kw_cache_release(c, h3);
+    CHECK_EQ_U64(deleted, 52);
+    kw_cache_destroy(c);
+    CHECK_EQ_U64(deleted, 53);
+}
+
+static void test_capacity_shrink(void)
+{
+    deleted = 0;
+    kw_cache *c = kw_cache_create(1000);
+    for (uint64_t i = 0; i < 10; i++)
+        CHECK(put(c, 1, i, 100));
+    kw_cache_handle *h0 = kw_cache_lookup(c, 1, 0); /* the oldest, pinned */
+    kw_cache_set_capacity(c, 350);
+    kw_cache_stats s = stats(c);
+    CHECK_EQ_U64(s.capacity, 350);
+    CHECK_EQ_U64(s.usage, 300); /* the pinned one + the two most recent */
+    CHECK_EQ_U64(s.evictions, 7);
+    CHECK(has(c, 1, 8) && has(c, 1, 9) && !has(c, 1, 1) && !has(c, 1, 7));
+    kw_cache_set_capacity(c, 0); /* everything unpinned goes at once */
+    CHECK_EQ_U64(stats(c).usage, 100);
+    CHECK_EQ_U64(stats(c).entries, 1);
+    kw_cache_release(c, h0); /* over budget: goes at release */
+    s = stats(c);
+    CHECK_EQ_U64(s.usage, 0);
+    CHECK_EQ_U64(s.entries, 0);
+    CHECK_EQ_U64(deleted, 10);
+    kw_cache_set_capacity(c, 500); /* grows back: keeps again */
+    CHECK(put(c, 2, 2, 500) && has(c, 2, 2));
+    kw_cache_destroy(c);
+}
+
+static void test_erase_file(void)
+{
+    deleted = 0;
+    kw_cache *c = kw_cache_create(1u << 30);
+    for (uint64_t f = 1; f <= 3; f++)
+        for (uint64_t off = 0; off < 3000; off++) /* grows every shard's table */
+            CHECK(put(c, f, off * 4096, 10));
+    kw_cache_handle *h = kw_cache_lookup(c, 2, 4096);
+    kw_cache_erase_file(c, 2);
+    kw_cache_stats s = stats(c);
+    CHECK_EQ_U64(s.entries, 6000);
+    CHECK_EQ_U64(deleted, 2999);
+    CHECK_EQ_U64(s.usage, 6001 * 10);
+    int found1 = 0, found2 = 0;
+    for (uint64_t off = 0; off < 3000; off++) {
+        found1 += has(c, 1, off * 4096) && has(c, 3, off * 4096);
+        found2 += has(c, 2, off * 4096);
+    }
+    CHECK_EQ_U64(found1, 3000);
+    CHECK_EQ_U64(found2, 0);
+    kw_cache_release(c, h);
+    CHECK_EQ_U64(deleted, 3000);
+    kw_cache_erase_file(c, 99); /* nothing */
+    CHECK_EQ_U64(stats(c).entries, 6000);
+    kw_cache_destroy(c);
+    CHECK_EQ_U64(deleted, 9000);
+}
+
+static void test_zero_budget(void)
+{
+    kw_cache *c = kw_cache_create(0);
+    val *v = mkval(1, 1);
+    CHECK(kw_cache_insert(c, 1, 1, v, 0 + 1, del_val) == NULL); /* not kept: still ours */
+    free(v);
+    CHECK(!has(c, 1, 1));
+    kw_cache_stats s = stats(c);
+    CHECK_EQ_U64(s.rejects, 1);
+    CHECK_EQ_U64(s.misses, 1);
+    CHECK_EQ_U64(s.usage, 0);
+    CHECK_EQ_U64(s.entries, 0);
+    CHECK(strcmp(kw_cache_result_name(KW_CACHE_OFF), "off") == 0 &&
+          strcmp(kw_cache_result_name(KW_CACHE_HIT), "hit") == 0 &&
+          strcmp(kw_cache_result_name(KW_CACHE_MISS), "miss") == 0 &&
+          strcmp(kw_cache_result_name(KW_CACHE_NONE), "none") == 0);
+    kw_cache_destroy(c);
+
+    kw_block_cache *bc = kw_block_cache_create(100, 0, 7);
+    CHECK(kw_cache_capacity(bc->data) == 100 && kw_cache_capacity(bc->index) == 0 &&
+          kw_cache_capacity(bc->bloom) == 7);
+    kw_buf b;
+    kw_buf_init(&b);
+    kw_block_cache_stats_json(bc, &b);
+    kw_buf_push(&b, '\0');
+    CHECK(strstr(b.data, "{\"data\":{\"hits\":0,") == b.data);
+    CHECK(strstr(b.data, "\"index\":{") && strstr(b.data, "\"bloom\":{") &&
+          strstr(b.data, "\"capacity\":7,\"entries\":0}}"));
+    kw_buf_free(&b);
+    kw_block_cache_destroy(bc);
+}
+
+/* ---- threads --------------------------------------------------------------------------------- */
+
+typedef struct {
+    kw_cache *c;
+    uint64_t seed;
+    uint64_t lookups;
+} worker;
+
+static void *cache_worker(void *arg)
+{
+    worker *w = arg;
+    uint64_t x = w->seed;
+    kw_cache_handle *held[4] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t file = x % 5, off = (x >> 8) % 300, op = (x >> 20) % 16;
+        if (op < 9) {
+            w->lookups++;
+            kw_cache_handle *h = kw_cache_lookup(w->c, file, off);
+            if (h != NULL) {
+                const val *v = kw_cache_value(h);
+                CHECK(v->file == file && v->offset == off);
+                int slot = (int)((x >> 30) % 4); /* keep some pinned a while */
+                kw_cache_release(w->c, held[slot]);
+                held[slot] = h;
+            }
+        } else if (op < 15) {
+            put(w->c, file, off, 1 + (x >> 40) % 200);
+        } else if ((x >> 44) % 8 == 0) {
+            kw_cache_erase_file(w->c, file);
+        } else {
+            kw_cache_erase(w->c, file, off);
+        }
+        if (i % 5000 == 0 && w->seed == 1) /* one thread also resizes */
+            kw_cache_set_capacity(w->c, (size_t)(5000 + (x >> 50) % 20000));
+    }
+    for (int s = 0; s < 4; s++)
+        kw_cache_release(w->c, held[s]);
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    deleted = 0;
+    kw_cache *c = kw_cache_create(10000);
+    pthread_t th[4];
+    worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker){c, (uint64_t)i + 1, 0};
+        pthread_create(&th[i], NULL, cache_worker, &w[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    kw_cache_stats s = stats(c);
+    CHECK_EQ_U64(s.hits + s.misses, w[0].lookups + w[1].lookups + w[2].lookups + w[3].lookups);
+    CHECK_EQ_U64(s.pinned, 0);
+    CHECK(s.usage <= s.capacity);
+    CHECK_EQ_U64((uint64_t)deleted + s.entries, s.inserts); /* every kept value: freed or here */
+    CHECK(s.evictions > 0 && s.hits > 0);
+    kw_cache_destroy(c);
+    CHECK_EQ_U64(deleted, s.inserts);
+}
+
+/* ---- tables ---------------------------------------------------------------------------------- */
+
+#define NKEYS 20000
+
+static void ukey(char *buf, int i)
+{
+    snprintf(buf, 16, "key%08d", i * 2);
+}
+
+/* A table of NKEYS keys (value "v<i>" padded to 40 bytes) in dir; returns its path. */
+static char *make_table(const char *dir)
+{
+    char *path = kw_join_path(dir, "000042.sst");
+    kw_table_builder *b;
+    char *err = NULL;
+    CHECK(kw_table_builder_create(path, NULL, &b, &err) == KIWI_OK);
+    for (int i = 0; i < NKEYS; i++) {
+        char k[16], v[41];
+        ukey(k, i);
+        snprintf(v, sizeof v, "v%-39d", i);
+        kw_buf ik;
+        kw_buf_init(&ik);
+        kw_ikey_append(&ik, kw_slice_make(k, strlen(k)), (uint64_t)i + 1, KW_TYPE_VALUE);
+        kw_table_builder_add(b, kw_slice_make(ik.data, ik.len), kw_slice_make(v, 40));
+        kw_buf_free(&ik);
+    }
+    CHECK(kw_table_builder_finish(b, NULL, &err) == KIWI_OK);
+    free(err);
+    return path;
+}
+
+/* get_ex of key i: status, and on success the value checked. */
+static kiwi_status get_i(kw_table *t, int i, bool fill, kw_table_lookup_info *info, char **err)
+{
+    char k[16], want[41];
+    ukey(k, i);
+    snprintf(want, sizeof want, "v%-39d", i);
+    kw_lookup r;
+    kw_buf v;
+    kw_buf_init(&v);
+    kiwi_status st = kw_table_get_ex(t, kw_slice_make(k, strlen(k)), KW_MAX_SEQ, fill, &r, &v,
+                                     info, err);
+    if (st == KIWI_OK)
+        CHECK(r == KW_LOOKUP_FOUND && v.len == 40 && memcmp(v.data, want, 40) == 0);
+    kw_buf_free(&v);
+    return st;
+}
+
+static void test_table_data_hits(void)
+{
+    char *dir = ctest_tmpdir("cache");
+    char *path = make_table(dir);
+    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_table *t;
+    char *err = NULL;
+    char **errp = &err;
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    CHECK(kw_table_cache(t) == bc);
+    const kw_table_props *p = kw_table_properties(t);
+    CHECK_EQ_U64(stats(bc->index).inserts, 1); /* warmed at open */
+    CHECK_EQ_U64(stats(bc->bloom).inserts, 1);
+    CHECK(stats(bc->bloom).usage >= p->filter_size && stats(bc->index).usage >= p->index_size);
+    kw_table_lookup_info info;
+    CHECK(get_i(t, 5, true, &info, &err) == KIWI_OK);
+    CHECK(info.bloom_cache == KW_CACHE_HIT && info.index_cache == KW_CACHE_HIT &&
+          info.data_cache == KW_CACHE_MISS && info.block_read);
+    CHECK(get_i(t, 6, true, &info, &err) == KIWI_OK); /* the same block */
+    CHECK(info.data_cache == KW_CACHE_HIT);
+    kw_cache_stats d = stats(bc->data);
+    CHECK_EQ_U64(d.hits, 1);
+    CHECK_EQ_U64(d.misses, 1);
+    CHECK_EQ_U64(d.inserts, 1);
+    CHECK_EQ_U64(d.usage, info.block_size + sizeof(size_t) + kw_cache_entry_overhead());
+    kw_lookup r; /* the old API: the value points into the map, also on a hit */
+    kw_slice v;
+    CHECK(kw_table_get(t, kw_slice_make("key00000010", 11), KW_MAX_SEQ, &r, &v, &info, &err) ==
+          KIWI_OK);
+    CHECK(r == KW_LOOKUP_FOUND && info.data_cache == KW_CACHE_HIT && v.size == 40 &&
+          memcmp(v.data, "v5 ", 3) == 0);
+    CHECK(get_i(t, NKEYS - 1, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_MISS);
+    CHECK(kw_table_get(t, kw_slice_make("key00000011", 11), KW_MAX_SEQ, &r, &v, &info, &err) ==
+              KIWI_OK &&
+          r == KW_LOOKUP_MISS);
+    CHECK(!info.bloom_may_contain || info.data_cache == KW_CACHE_HIT);
+    if (!info.bloom_may_contain)
+        CHECK(info.index_cache == KW_CACHE_NONE && info.data_cache == KW_CACHE_NONE);
+    kw_table_unref(t);
+    kw_block_cache_destroy(bc);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+/* Scans the table; the number of entries (each value checked) and the iterator's status. */
+static size_t scan_st(kw_table *t, bool fill, kiwi_status *st)
+{
+    kw_iter *it = kw_table_iter_ex(t, fill);
+    size_t n = 0;
+    for (kw_iter_seek_to_first(it); kw_iter_valid(it); kw_iter_next(it), n++) {
+        char want[41];
+        snprintf(want, sizeof want, "v%-39zu", n);
+        kw_slice got = kw_iter_value(it);
+        if (got.size != 40 || memcmp(got.data, want, 40) != 0)
+            break;
+    }
+    *st = kw_iter_status(it, NULL);
+    kw_iter_destroy(it);
+    return n;
+}
+
+static size_t scan(kw_table *t, bool fill)
+{
+    kiwi_status st;
+    size_t n = scan_st(t, fill, &st);
+    CHECK(st == KIWI_OK);
+    return n;
+}
+
+static void test_table_fill_cache_false(void)
+{
+    char *dir = ctest_tmpdir("cache");
+    char *path = make_table(dir);
+    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_table *t;
+    char *err = NULL;
+    char **errp = &err;
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    kw_table_lookup_info info;
+    for (int round = 0; round < 2; round++) {
+        CHECK(get_i(t, 100, false, &info, &err) == KIWI_OK);
+        CHECK(info.data_cache == KW_CACHE_MISS);
+    }
+    CHECK_EQ_U64(stats(bc->data).inserts, 0);
+    CHECK_EQ_U64(scan(t, false), NKEYS);
+    CHECK_EQ_U64(stats(bc->data).inserts, 0);
+    CHECK(get_i(t, 100, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_MISS);
+    CHECK(get_i(t, 100, false, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_HIT);
+    CHECK_EQ_U64(stats(bc->data).inserts, 1);
+    CHECK_EQ_U64(scan(t, true), NKEYS); /* a filling scan inserts every block */
+    CHECK_EQ_U64(stats(bc->data).entries, kw_table_properties(t)->data_blocks);
+    kw_table_unref(t);
+    kw_block_cache_destroy(bc);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+static void flip_byte(const char *path, uint64_t off)
+{
+    FILE *f = fopen(path, "r+b");
+    fseek(f, (long)off, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, (long)off, SEEK_SET);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+}
+
+static void test_table_corrupt_never_cached(void)
+{
+    char *dir = ctest_tmpdir("cache");
+    char *path = make_table(dir);
+    kw_table *t;
+    char *err = NULL;
+    char **errp = &err;
+    kw_table_lookup_info info;
+    CHECK_OK(kw_table_open(path, 42, &t, &err), errp);
+    CHECK(get_i(t, 500, true, &info, &err) == KIWI_OK);
+    kw_table_unref(t);
+    flip_byte(path, info.block_offset + 7);
+    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    for (int round = 0; round < 3; round++) {
+        CHECK(get_i(t, 500, true, &info, &err) == KIWI_CORRUPTION);
+        CHECK(err != NULL && strstr(err, "checksum mismatch") != NULL);
+        CHECK(info.data_cache == KW_CACHE_MISS);
+    }
+    kiwi_status st;
+    CHECK(scan_st(t, true, &st) < NKEYS && st == KIWI_CORRUPTION); /* stops at the bad block */
+    CHECK_EQ_U64(stats(bc->data).inserts, stats(bc->data).entries);
+    kw_cache_handle *h = kw_cache_lookup(bc->data, 42, info.block_offset);
+    CHECK(h == NULL);
+    CHECK(get_i(t, 0, true, &info, &err) == KIWI_OK); /* other blocks are fine */
+    kw_table_unref(t);
+    kw_block_cache_destroy(bc);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+/* The footer's index handle. */
+static void index_handle(const char *path, uint64_t *off, uint64_t *size)
+{
+    char *data;
+    size_t len;
+    CHECK(kw_read_file(path, &data, &len, NULL) == KIWI_OK);
+    *off = kw_decode_fixed64(data + len - 64 + 32);
+    *size = kw_decode_fixed64(data + len - 64 + 40);
+    free(data);
+}
+
+static void test_table_index_tier(void)
+{
+    char *dir = ctest_tmpdir("cache");
+    char *path = make_table(dir);
+    uint64_t ioff, isize;
+    index_handle(path, &ioff, &isize);
+    kw_block_cache *bc = kw_block_cache_create(1u << 20, 1u << 20, 1u << 20);
+    kw_table *t;
+    char *err = NULL;
+    char **errp = &err;
+    kw_table_lookup_info info;
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    uint64_t own = kw_table_uncharged_bytes(t); /* no private index */
+    kw_cache_erase(bc->index, 42, ioff);        /* as if evicted */
+    CHECK(get_i(t, 7, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_MISS);
+    CHECK(get_i(t, 9, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_HIT);
+    CHECK_EQ_U64(stats(bc->index).inserts, 2); /* open + the rebuild */
+    CHECK_EQ_U64(stats(bc->index).entries, 1);
+
+    kw_cache_set_capacity(bc->index, 100); /* smaller than the index: rebuilt on every get */
+    for (int i = 0; i < 50; i++) {
+        CHECK(get_i(t, i * 97, true, &info, &err) == KIWI_OK);
+        CHECK(info.index_cache == KW_CACHE_MISS);
+    }
+    CHECK_EQ_U64(stats(bc->index).rejects, 50);
+    CHECK_EQ_U64(stats(bc->index).usage, 0);
+    CHECK_EQ_U64(scan(t, true), NKEYS);
+
+    kw_cache_set_capacity(bc->index, 0); /* off: a private index, built once */
+    CHECK(get_i(t, 11, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_OFF);
+    CHECK(kw_table_uncharged_bytes(t) > own + isize);
+    kw_cache_set_capacity(bc->index, 1u << 20); /* on again: the tier serves again */
+    CHECK(get_i(t, 12, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_MISS);
+    CHECK(get_i(t, 13, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_HIT);
+
+    /* a rebuild is verified again: damage the index on disk (the map is shared) and evict it */
+    flip_byte(path, ioff + isize / 2);
+    CHECK(get_i(t, 14, true, &info, &err) == KIWI_OK); /* the cached copy is still good */
+    kw_cache_erase(bc->index, 42, ioff);
+    CHECK(get_i(t, 14, true, &info, &err) == KIWI_CORRUPTION);
+    CHECK(err != NULL && strstr(err, "index block at offset") && strstr(err, "checksum mismatch"));
+    kw_table_unref(t);
+    kw_block_cache_destroy(bc);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+static void test_table_erase_on_unref(void)
+{
+    char *dir = ctest_tmpdir("cache");
+    char *path = make_table(dir);
+    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_table *t, *other;
+    char *err = NULL;
+    char **errp = &err;
+    kw_table_lookup_info info;
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    CHECK_OK(kw_table_open_cached(path, 43, bc, &other, &err), errp); /* another file number */
+    for (int i = 0; i < NKEYS; i += 1000)
+        CHECK(get_i(t, i, true, &info, &err) == KIWI_OK && get_i(other, i, true, &info, &err) == KIWI_OK);
+    uint64_t data_entries = stats(bc->data).entries;
+    CHECK(data_entries >= 40);
+    kw_iter *it = kw_table_iter(t); /* holds a reference: nothing erased yet */
+    kw_iter_seek_to_first(it);
+    kw_table_unref(t);
+    CHECK_EQ_U64(stats(bc->data).entries, data_entries);
+    CHECK(kw_iter_valid(it) && memcmp(kw_iter_value(it).data, "v0 ", 3) == 0);
+    kw_iter_destroy(it); /* the last reference: table 42's entries go from every tier */
+    CHECK_EQ_U64(stats(bc->data).entries, data_entries / 2);
+    CHECK_EQ_U64(stats(bc->index).entries, 1);
+    CHECK_EQ_U64(stats(bc->bloom).entries, 1);
+    kw_table_unref(other);
+    for (int tier = 0; tier < 3; tier++) {
+        kw_cache *c = tier == 0 ? bc->data : tier == 1 ? bc->index : bc->bloom;
+        CHECK_EQ_U64(stats(c).entries, 0);
+        CHECK_EQ_U64(stats(c).usage, 0);
+    }
+    kw_block_cache_destroy(bc);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+/* Same answers with no cache, all tiers off, and tiny tiers (constant eviction). */
+static void test_table_same_results(void)
+{
+    char *dir = ctest_tmpdir("cache");
+    char *path = make_table(dir);
+    size_t budgets[3][3] = {{0, 0, 0}, {9000, 1u << 20, 100}, {1u << 30, 1u << 30, 1u << 30}};
+    kw_table *plain;
+    char *err = NULL;
+    char **errp = &err;
+    CHECK_OK(kw_table_open(path, 42, &plain, &err), errp);
+    for (int b = 0; b < 3; b++) {
+        kw_block_cache *bc = kw_block_cache_create(budgets[b][0], budgets[b][1], budgets[b][2]);
+        kw_table *t;
+        CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+        for (int i = 0; i < NKEYS; i += 7) {
+            kw_table_lookup_info a, c;
+            CHECK(get_i(t, i, true, &c, &err) == KIWI_OK && get_i(plain, i, true, &a, &err) == KIWI_OK);
+            CHECK(a.block_offset == c.block_offset && a.block_index == c.block_index &&
+                  a.bloom_may_contain == c.bloom_may_contain);
+            if (b == 0)
+                CHECK(c.data_cache == KW_CACHE_OFF && c.index_cache == KW_CACHE_OFF &&
+                      c.bloom_cache == KW_CACHE_OFF);
+            char k[16];
+            snprintf(k, sizeof k, "key%08d", i * 2 + 1); /* absent */
+            kw_lookup r1, r2;
+            kw_slice v1, v2;
+            CHECK(kw_table_get(t, kw_slice_make(k, 11), KW_MAX_SEQ, &r1, &v1, NULL, NULL) == KIWI_OK);
+            CHECK(kw_table_get(plain, kw_slice_make(k, 11), KW_MAX_SEQ, &r2, &v2, NULL, NULL) == KIWI_OK);
+            CHECK(r1 == KW_LOOKUP_MISS && r2 == KW_LOOKUP_MISS);
+        }
+        CHECK_EQ_U64(scan(t, true), NKEYS);
+        if (b == 1)
+            CHECK(stats(bc->data).evictions > 100 && stats(bc->data).usage <= 9000);
+        kw_table_unref(t);
+        kw_block_cache_destroy(bc);
+    }
+    kw_table_unref(plain);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+/* 4 readers (gets and scans) while a fifth thread resizes every tier. */
+typedef struct {
+    kw_table *t;
+    kw_block_cache *bc;
+    int id;
+    int failures;
+} reader;
+
+static int stop_resizer;
+
+static void *table_reader(void *arg)
+{
+    reader *r = arg;
+    uint64_t x = (uint64_t)r->id * 7919 + 1;
+    for (int i = 0; i < 3000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        char *err = NULL;
+        if (get_i(r->t, (int)(x % NKEYS), (x >> 32) % 4 != 0, NULL, &err) != KIWI_OK)
+            r->failures++;
+        free(err);
+        if (i % 1000 == 999) {
+            kiwi_status st;
+            r->failures += scan_st(r->t, (x >> 40) % 2 == 0, &st) != NKEYS || st != KIWI_OK;
+        }
+    }
+    return NULL;
+}
+
+static void *resizer(void *arg)
+{
+    kw_block_cache *bc = arg;
+    size_t sizes[] = {0, 5000, 100000, 1u << 20};
+    for (int i = 0; !__atomic_load_n(&stop_resizer, __ATOMIC_ACQUIRE); i++) {
+        kw_cache_set_capacity(bc->data, sizes[i % 4]);
+        kw_cache_set_capacity(bc->index, sizes[(i / 3) % 4]);
+        kw_cache_set_capacity(bc->bloom, sizes[(i / 5) % 4]);
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void test_table_threads(void)
+{
+    char *dir = ctest_tmpdir("cache");
+    char *path = make_table(dir);
+    kw_block_cache *bc = kw_block_cache_create(100000, 1u << 20, 1u << 20);
+    kw_table *t;
+    char *err = NULL;
+    char **errp = &err;
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    pthread_t th[5];
+    reader rd[4];
+    stop_resizer = 0;
+    pthread_create(&th[4], NULL, resizer, bc);
+    for (int i = 0; i < 4; i++) {
+        rd[i] = (reader){t, bc, i, 0};
+        pthread_create(&th[i], NULL, table_reader, &rd[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    __atomic_store_n(&stop_resizer, 1, __ATOMIC_RELEASE);
+    pthread_join(th[4], NULL);
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ_U64(rd[i].failures, 0);
+    for (int tier = 0; tier < 3; tier++) {
+        kw_cache *c = tier == 0 ? bc->data : tier == 1 ? bc->index : bc->bloom;
+        CHECK_EQ_U64(stats(c).pinned, 0);
+        CHECK(stats(c).usage <= stats(c).capacity);
+    }
+    kw_table_unref(t);
+    CHECK_EQ_U64(stats(bc->data).usage + stats(bc->index).usage + stats(bc->bloom).usage, 0);
+    kw_block_cache_destroy(bc);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+int main(void)
+{
+    RUN(test_lru_order);
+    RUN(test_counters_exact);
+    RUN(test_pinned_survive);
+    RUN(test_capacity_shrink);
+    RUN(test_erase_file);
+    RUN(test_zero_budget);
+    RUN(test_threads);
+    RUN(test_table_data_hits);
+    RUN(test_table_fill_cache_false);
+    RUN(test_table_corrupt_never_cached);
+    RUN(test_table_index_tier);
+    RUN(test_table_erase_on_unref);
+    RUN(test_table_same_results);
+    RUN(test_table_threads);
+    return ctest_summary();
+}
