@@ -7,6 +7,8 @@
 --  * helper.run_lua(dir, code, ...): write `code` to a script in dir, run it to completion with
 --    io.popen, return its stdout and exit code.
 --  * helper.files(dir, suffix): the names in dir ending with suffix, sorted.
+--  * helper.both_modes(it): an `it` that defines each test twice, "[blocking]" as written and
+--    "[task]" run inside kiwi.run (helper.in_task), so one spec checks both modes of the API.
 local uv = require("luv")
 
 local helper = {}
@@ -162,6 +164,27 @@ function helper.compact(db, start, stop)
     return false
   end
   error("compact_range failed: " .. tostring(msg), 2)
+end
+
+--- Runs body(...) as a kiwi task (kiwi.run drives the luv loop until every task finished), then
+-- checks that no engine request is left in flight. Returns body's results; raises its error.
+function helper.in_task(body, ...)
+  local kiwi = require("kiwi")
+  local res = table.pack(kiwi.run(body, ...))
+  local left = require("kiwi.core").pending()
+  assert(left == 0, left .. " kiwi request(s) still in flight after kiwi.run")
+  return table.unpack(res, 1, res.n)
+end
+
+--- Wraps busted's `it` so each test runs twice: blocking, and inside a task.
+-- @usage local it = helper.both_modes(it)
+function helper.both_modes(it_)
+  return function(name, body)
+    it_(name .. " [blocking]", body)
+    it_(name .. " [task]", function()
+      helper.in_task(body)
+    end)
+  end
 end
 
 --- Reads a whole file.

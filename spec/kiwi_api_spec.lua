@@ -3,6 +3,7 @@
 -- snapshots, misuse raising, and handle lifetimes (__close, __gc, children of a closed db).
 local kiwi = require("kiwi")
 local helper = require("spec.helper")
+local it = helper.both_modes(it) -- every test runs blocking and inside a task
 
 local function open(dir, opts)
   opts = opts or {}

@@ -4,6 +4,7 @@
 -- that touches it), and bad settings (invalid argument).
 local kiwi = require("kiwi")
 local helper = require("spec.helper")
+local it = helper.both_modes(it) -- every test runs blocking and inside a task
 
 local function open(dir, opts)
   opts = opts or {}

@@ -3,6 +3,7 @@
 -- forward and reverse, bounds, limit, prefix, snapshots, and `break` releasing the iterator.
 local kiwi = require("kiwi")
 local helper = require("spec.helper")
+local it = helper.both_modes(it) -- every test runs blocking and inside a task
 
 local function open(dir, opts)
   opts = opts or {}

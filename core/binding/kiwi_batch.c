@@ -13,9 +13,27 @@ static lkiwi_batch *tobatch(lua_State *L, int arg)
 lkiwi_batch *lkiwi_checkbatch(lua_State *L, int arg)
 {
     lkiwi_batch *b = tobatch(L, arg);
-    if (b->batch == NULL)
+    if (b->batch == NULL || b->close_pending)
         luaL_error(L, "attempt to use a closed kiwi batch");
     return b;
+}
+
+/* A batch that may change: open and not being written by a task. */
+static lkiwi_batch *checkmutable(lua_State *L, int arg)
+{
+    lkiwi_batch *b = lkiwi_checkbatch(L, arg);
+    if (b->writing > 0)
+        luaL_error(L, "attempt to change a kiwi batch while a task writes it");
+    return b;
+}
+
+void lkiwi_batch_written(lkiwi_batch *b)
+{
+    if (--b->writing == 0 && b->close_pending) {
+        kiwi_batch_destroy(b->batch);
+        b->batch = NULL;
+        b->close_pending = false;
+    }
 }
 
 /* core.batch() -> batch */
@@ -23,6 +41,8 @@ int lkiwi_batch_new(lua_State *L)
 {
     lkiwi_batch *b = (lkiwi_batch *)lua_newuserdatauv(L, sizeof *b, 0); /* -- batch */
     b->batch = NULL;
+    b->writing = 0;
+    b->close_pending = false;
     luaL_setmetatable(L, LKIWI_BATCH);
     b->batch = kiwi_batch_create();
     return 1;
@@ -31,7 +51,7 @@ int lkiwi_batch_new(lua_State *L)
 /* b:put(key, value) -> b */
 static int batch_put(lua_State *L)
 {
-    lkiwi_batch *b = lkiwi_checkbatch(L, 1);
+    lkiwi_batch *b = checkmutable(L, 1);
     size_t klen, vlen;
     const char *key = lkiwi_checkbytes(L, 2, &klen);
     const char *val = lkiwi_checkbytes(L, 3, &vlen);
@@ -43,7 +63,7 @@ static int batch_put(lua_State *L)
 /* b:delete(key) -> b */
 static int batch_delete(lua_State *L)
 {
-    lkiwi_batch *b = lkiwi_checkbatch(L, 1);
+    lkiwi_batch *b = checkmutable(L, 1);
     size_t klen;
     const char *key = lkiwi_checkbytes(L, 2, &klen);
     kiwi_batch_delete(b->batch, key, klen);
@@ -54,7 +74,7 @@ static int batch_delete(lua_State *L)
 /* b:clear() -> b */
 static int batch_clear(lua_State *L)
 {
-    kiwi_batch_clear(lkiwi_checkbatch(L, 1)->batch);
+    kiwi_batch_clear(checkmutable(L, 1)->batch);
     lua_settop(L, 1);
     return 1;
 }
@@ -66,10 +86,16 @@ static int batch_count(lua_State *L)
     return 1;
 }
 
-/* b:close(), __gc, __close: idempotent. */
+/* b:close(), __gc, __close: idempotent. A batch a task is writing is destroyed when that write
+ * is delivered (the request anchors it, so only a closing Lua state meets that in __gc, and
+ * leaves the batch to the process exit). */
 static int batch_close(lua_State *L)
 {
     lkiwi_batch *b = tobatch(L, 1);
+    if (b->writing > 0) {
+        b->close_pending = true;
+        return 0;
+    }
     if (b->batch != NULL) {
         kiwi_batch_destroy(b->batch);
         b->batch = NULL;
@@ -80,7 +106,7 @@ static int batch_close(lua_State *L)
 static int batch_tostring(lua_State *L)
 {
     lkiwi_batch *b = tobatch(L, 1);
-    if (b->batch == NULL)
+    if (b->batch == NULL || b->close_pending)
         lua_pushliteral(L, "kiwi.batch (closed)");
     else
         lua_pushfstring(L, "kiwi.batch (%I ops)", (lua_Integer)kiwi_batch_count(b->batch));

@@ -3,9 +3,9 @@
  * per-type files share: strict byte-string arguments, option tables, the failure triple, and
  * to-be-closed boxes for temporary C memory.
  *
- * The module table: open(path, mode, settings), batch(), status_name(code), version, and
+ * The module table: open(path, mode, settings, on_event), batch(), status_name(code), version,
  * db_methods (the __index table of kiwi.db, which lua/kiwi/init.lua extends with the methods
- * written in Lua).
+ * written in Lua), and the task side (kiwi_loop.c): WAIT, tasks, set_dispatch(fn), pending().
  */
 #include <string.h>
 
@@ -164,6 +164,7 @@ int luaopen_kiwi_core(lua_State *L)
     lkiwi_batch_register(L);
 
     luaL_newlib(L, core_funcs);
+    lkiwi_loop_register(L); /* the loop state; WAIT, tasks, set_dispatch, pending */
     lua_pushliteral(L, KIWI_VERSION_STRING);
     lua_setfield(L, -2, "version");
     luaL_getmetatable(L, LKIWI_DB);

@@ -41,7 +41,28 @@ void lkiwi_req_run(lkiwi_req *r)
         r->status = kiwi_close(r->db);
         r->db = NULL;
         break;
+    case LKIWI_REQ_OPEN:
+        r->status = kiwi_open(r->key, r->opts, &r->opened, &r->errmsg);
+        break;
+    case LKIWI_REQ_PROPERTY:
+        r->out = kiwi_property(r->db, r->key);
+        r->has_out = true;
+        r->status = KIWI_OK;
+        break;
+    case LKIWI_REQ_TRACE:
+        r->out = kiwi_trace(r->db, r->key, r->klen);
+        r->has_out = true;
+        r->status = KIWI_OK;
+        break;
     }
+}
+
+void lkiwi_req_discard(lkiwi_req *r)
+{
+    kiwi_free(r->out);
+    kiwi_free(r->errmsg);
+    r->out = NULL;
+    r->errmsg = NULL;
 }
 
 int lkiwi_req_push(lua_State *L, lkiwi_req *r)
@@ -53,6 +74,13 @@ int lkiwi_req_push(lua_State *L, lkiwi_req *r)
         kiwi_free(errmsg); /* an engine may leave none on success; be safe */
         if (r->op == LKIWI_REQ_GET) {
             lkiwi_push_owned(L, out, r->outlen);
+            return 1;
+        }
+        if (r->op == LKIWI_REQ_PROPERTY || r->op == LKIWI_REQ_TRACE) {
+            if (out == NULL)
+                lua_pushnil(L);
+            else
+                lkiwi_push_owned(L, out, strlen(out));
             return 1;
         }
         kiwi_free(out);

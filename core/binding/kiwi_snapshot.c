@@ -20,15 +20,33 @@ lkiwi_snapshot *lkiwi_checksnapshot(lua_State *L, int arg)
     return s;
 }
 
-/* Called by the db before kiwi_close: the snapshot dies with it. */
-void lkiwi_snapshot_invalidate(lkiwi_snapshot *s)
+/* Called by the db before kiwi_close: the snapshot dies with it. A snapshot a worker read still
+ * uses is left to kiwi_close, unless the db is idle (every read finished its work). */
+void lkiwi_snapshot_invalidate(lkiwi_snapshot *s, bool idle)
 {
-    if (s->snap == NULL)
+    const kiwi_snapshot *snap = s->snap != NULL ? s->snap : s->deferred;
+    if (snap == NULL)
         return;
-    kiwi_snapshot_release(s->db, s->snap);
+    if (s->pins == 0 || idle)
+        kiwi_snapshot_release(s->db, snap);
     s->snap = NULL;
+    s->deferred = NULL;
     s->db = NULL;
     s->dbclosed = true;
+}
+
+void lkiwi_snapshot_pin(lkiwi_snapshot *s)
+{
+    s->pins++;
+}
+
+void lkiwi_snapshot_unpin(lkiwi_snapshot *s)
+{
+    if (--s->pins == 0 && s->deferred != NULL) {
+        kiwi_snapshot_release(s->db, s->deferred);
+        s->deferred = NULL;
+        s->db = NULL;
+    }
 }
 
 /* db:snapshot() -> snapshot | nil, msg, code */
@@ -39,6 +57,8 @@ int lkiwi_db_snapshot(lua_State *L)
     s->snap = NULL; /* created released: nothing for __gc to do until the end */
     s->db = NULL;
     s->dbclosed = false;
+    s->pins = 0;
+    s->deferred = NULL;
     luaL_setmetatable(L, LKIWI_SNAPSHOT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
@@ -51,15 +71,21 @@ int lkiwi_db_snapshot(lua_State *L)
     return 1;
 }
 
-/* snap:release(), __gc, __close: idempotent. */
+/* snap:release(), __gc, __close: idempotent. While a task's read through it is in flight the
+ * engine snapshot is released when that read is delivered (a request anchors the snapshot, so
+ * __gc never meets a pinned one, except when the Lua state closes: kiwi_close frees it then). */
 static int snap_release(lua_State *L)
 {
     lkiwi_snapshot *s = tosnap(L, 1);
     if (s->snap == NULL)
         return 0;
-    kiwi_snapshot_release(s->db, s->snap);
+    if (s->pins > 0) {
+        s->deferred = s->snap;
+    } else {
+        kiwi_snapshot_release(s->db, s->snap);
+        s->db = NULL;
+    }
     s->snap = NULL;
-    s->db = NULL;
     lkiwi_db_disown(L, 1);
     return 0;
 }

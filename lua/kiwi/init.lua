@@ -1,4 +1,4 @@
---- kiwi: the public Lua API of the kiwi LSM-tree key-value store (DESIGN §5, blocking half).
+--- kiwi: the public Lua API of the kiwi LSM-tree key-value store (DESIGN §5).
 --
 --     local kiwi = require("kiwi")
 --     local db = assert(kiwi.open("./data", { mode = "dev" }))
@@ -22,6 +22,12 @@
 --  * Handles (db, snapshot, batch, scan iterator) are closed by `__gc` and support `<close>`.
 --    `db:close()` is idempotent; it invalidates the db's live iterators and snapshots first.
 --
+-- Tasks (lua/kiwi/task.lua): `kiwi.run(fn, ...)`, `kiwi.spawn(fn, ...)`, `kiwi.sleep(ms)`,
+-- `kiwi.wait(task, ...)`, `kiwi.yield()`, `kiwi.current()`, `kiwi.on_task_error(fn)`. Inside a
+-- task every call that may wait (open, close, a get that misses memory, every write, flush,
+-- compact_range, a scan step that needs the engine, trace) yields to the luv loop instead of
+-- blocking, with the same results; docs/guide/lua-api.md marks each one.
+--
 -- Method reference (the C ones are documented in core/binding/*.c):
 --
 --  * `db:put(key, value, wopts)`, `db:delete(key, wopts)` -> `true` | `nil, msg, code`;
@@ -38,6 +44,7 @@
 -- @module kiwi
 
 local core = require("kiwi.core")
+local task = require("kiwi.task")
 local cjson = require("cjson")
 
 local error = error
@@ -143,11 +150,36 @@ function M.strip_null(v)
   return v
 end
 
---- Opens (creating if needed) the db in directory `path`.
+-- ---- tasks ---------------------------------------------------------------------------------------
+
+M.run = task.run
+M.spawn = task.spawn
+M.sleep = task.sleep
+M.wait = task.wait
+M.yield = task.yield
+M.current = task.current
+M.on_task_error = task.on_error
+
+-- Wraps an on_event handler: fields arrive as JSON text and are decoded to a table.
+local function event_wrapper(fn)
+  return function(level, event, fields_json)
+    local fields = M.decode_json(fields_json) or { json = fields_json }
+    fn(level, event, fields)
+  end
+end
+
+--- Opens (creating if needed) the db in directory `path`. Inside a task it yields while the
+-- engine opens (recovery reads files).
 -- @tparam string path the data directory
--- @tparam[opt] table opts `mode` ("dev" or "prod", default "prod") and any config.json setting as
---   `name = value` (converted with tostring, applied in name order), e.g.
---   `{ mode = "dev", max_memtable_entries = 20000, sync_writes = false }`
+-- @tparam[opt] table opts `mode` ("dev" or "prod", default "prod"), `on_event` (see below) and any
+--   config.json setting as `name = value` (converted with tostring, applied in name order), e.g.
+--   `{ mode = "dev", max_memtable_entries = 20000, sync_writes = false }`.
+--   `on_event = function(level, event, fields) end` receives the engine's events (flush,
+--   compaction, stalls, recovery...): level "debug"/"info"/"warn"/"error", a short event name, and
+--   a table of fields. It runs on the loop thread while the luv loop runs; outside a running loop
+--   it runs at the end of the next call on the db from the main thread. Events wait in a queue of
+--   1024 per db; when it overflows the next delivery starts with an "events_dropped" event whose
+--   `count` says how many were lost. Without on_event, `db:poll_events()` takes them.
 -- @return a kiwi.db, or nil, msg, code: "busy" if the directory is open elsewhere (this process
 --   or another), "invalid argument" for an unknown mode or setting or a bad value (the message
 --   names the setting and its range), "io error"/"corruption" for what open found on disk
@@ -163,12 +195,16 @@ function M.open(path, opts)
   if type(mode) ~= "string" then
     error("bad option 'mode' (string expected, got " .. type(mode) .. ")", 2)
   end
+  local on_event = opts.on_event
+  if on_event ~= nil and type(on_event) ~= "function" then
+    error("bad option 'on_event' (function expected, got " .. type(on_event) .. ")", 2)
+  end
   local names = {}
   for name in pairs(opts) do
     if type(name) ~= "string" then
       error("bad argument #2 to 'open' (setting names must be strings)", 2)
     end
-    if name ~= "mode" then
+    if name ~= "mode" and name ~= "on_event" then
       names[#names + 1] = name
     end
   end
@@ -177,7 +213,7 @@ function M.open(path, opts)
   for _, name in ipairs(names) do
     settings[name] = tostring(opts[name])
   end
-  return core.open(path, mode, settings)
+  return core.open(path, mode, settings, on_event and event_wrapper(on_event))
 end
 
 --- Creates an empty write batch (independent of any db).
@@ -265,6 +301,16 @@ end
 -- @return table | nil, msg, code
 function methods:sstable(id)
   return self:property("sstable:" .. id_string(id))
+end
+
+--- Takes the engine events queued for this db (also after close), oldest first.
+-- @return a list of `{ level = s, event = s, fields = table }`
+function methods:poll_events()
+  local out = {}
+  for i, e in ipairs(self:poll_events_raw()) do
+    out[i] = { level = e[1], event = e[2], fields = M.decode_json(e[3]) or { json = e[3] } }
+  end
+  return out
 end
 
 --- A lookup of `key` traced step by step (layers asked, bloom answers, blocks read, cache hits).
