@@ -56,12 +56,21 @@ kiwi_status kw_db_rotate(kiwi_db *db, char **errmsg)
     return KIWI_OK;
 }
 
+/* Per-entry memory beyond key and value: skip-list node and tower, varint lengths, trailer. */
+#define ENTRY_OVERHEAD 48
+
+/* Full by entries in dev mode, by bytes in prod. Bytes are counted from the entries (user bytes
+ * plus a per-entry overhead), not from the arena's blocks, so a limit smaller than an arena
+ * block still lets entries in (an empty memtable is never full). */
 static bool memtable_full(const kiwi_db *db)
 {
+    uint64_t entries = kw_memtable_entries(db->mem);
+    if (entries == 0)
+        return false;
     if (kw_options_is_dev(&db->opts))
-        return kw_memtable_entries(db->mem) >= db->opts.max_memtable_entries;
-    return (double)kw_memtable_approx_bytes(db->mem) >=
-           db->opts.max_memtable_size_mb * 1024.0 * 1024.0;
+        return entries >= db->opts.max_memtable_entries;
+    double bytes = (double)kw_memtable_user_bytes(db->mem) + (double)entries * ENTRY_OVERHEAD;
+    return bytes >= db->opts.max_memtable_size_mb * 1024.0 * 1024.0;
 }
 
 /* Why a full memtable cannot rotate now, or NULL: writes go on into a memtable with room, and
