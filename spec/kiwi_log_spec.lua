@@ -344,10 +344,18 @@ describe("kiwi.log", function()
       local names
       run_until(function()
         names = events()
-        return next(names) ~= nil
+        return names.flush_end ~= nil
       end, 3000)
       db:close()
-      assert.is_not_nil(next(names), "no engine event reached the log")
+      assert.is_not_nil(names.open, "no open event reached the log")
+      assert.is_true(names.open.created)
+      assert.is_not_nil(names.flush_start, "no flush_start event reached the log")
+      local fe = names.flush_end
+      assert.is_not_nil(fe, "no flush_end event reached the log")
+      assert.equal("info", fe.level)
+      assert.is_true(fe.entries > 0)
+      assert.is_true(fe.bytes > 0)
+      assert.equal("number", type(fe.ms))
     end)
 
     it("accept fields as a table or as the engine's JSON text", function()

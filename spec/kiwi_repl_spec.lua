@@ -424,8 +424,13 @@ describe("kiwi repl", function()
         t.wait("kiwi:0", "del nothing\nOK\nkiwi>$")
         t.keys("kiwi:0", "bogus", "Enter")
         t.wait("kiwi:0", "error: unknown command 'bogus' %(try help%)\nkiwi>$")
-        -- the log window saw the session's events
+        -- the log window saw the session's events, and the engine's when the binding bridges them
         t.wait("kiwi:1", "INFO  repl config_set setting=max_memtable_entries value=30")
+        local first = require("cjson").decode(io.lines(data .. "/logs/kiwi.log")())
+        if first.events ~= "none" then
+          t.keys("kiwi:0", "flush", "Enter")
+          t.wait("kiwi:1", "INFO  engine flush_end bytes=%d+ entries=%d+ file=%d+ ms=")
+        end
         -- Ctrl-D closes the db and leaves
         t.keys("kiwi:0", "C-d")
         t.wait("kiwi:0", "EXIT=0")
@@ -446,7 +451,8 @@ describe("kiwi repl", function()
         t.run("respawn-window -k -t kiwi:0 " .. q(start))
         t.wait("kiwi:0", "kiwi>$")
         t.keys("kiwi:0", "Up")
-        t.wait("kiwi:0", "kiwi> bogus$")
+        local last = hist:match("([^\n]*)\n$")
+        t.wait("kiwi:0", "kiwi> " .. last:gsub("%p", "%%%0") .. "$")
         t.keys("kiwi:0", "C-u", "exit", "Enter")
         t.wait("kiwi:0", "EXIT=0")
       end)

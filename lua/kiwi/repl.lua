@@ -649,6 +649,8 @@ end
 
 -- ---- running: configuration, logs, db ----------------------------------------------------------
 
+local polled = setmetatable({}, { __mode = "k" }) -- dbs whose events come from db:poll_events()
+
 -- Applies a Lua setting live (kiwi.config calls it for `config set log_*`).
 local function apply_log_setting(name, v)
   if name == "log_level" then
@@ -699,6 +701,9 @@ function M.open(opts)
   elseif code == "invalid argument" and tostring(msg):find("on_event", 1, true) then
     db, msg, code = cfg:open()
     events = db and db.poll_events and "poll_events" or nil
+    if events then
+      polled[db] = true
+    end
   end
   if not db then
     log.new("repl"):error("open_failed", { data = cfg.data, message = msg })
@@ -712,7 +717,7 @@ end
 
 -- Delivers queued engine events when the binding has db:poll_events() and no callback.
 local function poll_events(db)
-  if not db.poll_events or db:is_closed() then
+  if not polled[db] then
     return
   end
   local ok, list = pcall(db.poll_events, db)
@@ -796,9 +801,11 @@ local function run_tty(session, output, data, on_done)
     histf:setvbuf("line")
   end
   local tty = uv.new_tty(0, true)
-  local sigterm = uv.new_signal()
+  local sigterm, sighup, sigwinch = uv.new_signal(), uv.new_signal(), uv.new_signal()
   local ed, detach
   local finished = false
+  local history = load_history(hist)
+  session.last_line = history[#history]
 
   local function finish()
     if finished then
@@ -806,7 +813,7 @@ local function run_tty(session, output, data, on_done)
     end
     finished = true
     detach()
-    for _, h in ipairs({ tty, sigterm }) do
+    for _, h in ipairs({ tty, sigterm, sighup, sigwinch }) do
       if not h:is_closing() then
         h:close()
       end
@@ -824,15 +831,16 @@ local function run_tty(session, output, data, on_done)
       output:flush()
     end,
     complete = M.complete,
-    history = load_history(hist),
+    history = history,
     on_line = function(line)
       if line == nil then -- Ctrl-D on an empty line, or the terminal went away
         finish()
         return
       end
-      if line:match("%S") and histf then
-        histf:write(line, "\n")
+      if line:match("%S") and histf and line ~= session.last_line then
+        histf:write(line, "\n") -- the file gets what the editor's history got
       end
+      session.last_line = line
       local out, continue = M.execute(session, line)
       if out then -- raw mode: the terminal wants \r\n
         output:write((out:gsub("\n", "\r\n")), "\r\n")
@@ -847,7 +855,17 @@ local function run_tty(session, output, data, on_done)
     end,
   })
   detach = lineedit.attach(ed, tty)
-  sigterm:start("sigterm", finish)
+  sigterm:start("sigterm", finish) -- closes the db cleanly, like Ctrl-D
+  sighup:start("sighup", finish) -- the terminal went away
+  sigwinch:start("sigwinch", function()
+    local ok, w = pcall(function() return (tty:get_winsize()) end)
+    if ok and type(w) == "number" and w > 0 then
+      ed.width = w
+      if ed.active then
+        ed:redraw()
+      end
+    end
+  end)
   ed:start(M.prompt(session))
 end
 
@@ -888,7 +906,8 @@ function M.run(opts)
   local input, output = opts.input or io.stdin, opts.output or io.stdout
   local interactive = opts.interactive
   if interactive == nil then
-    interactive = input == io.stdin and uv.guess_handle(0) == "tty"
+    interactive = input == io.stdin and output == io.stdout and uv.guess_handle(0) == "tty"
+      and uv.guess_handle(1) == "tty"
   end
   local db, cfg, events = M.open(opts)
   if not db then
@@ -919,8 +938,9 @@ function M.run(opts)
       timer:close()
     end
   end
-  poll_events(db)
   local ok, msg, code = db:close()
+  uv.run("nowait") -- the engine's last events (on_event) reach the log before it closes
+  poll_events(db)
   log.new("repl"):info("close", { data = cfg.data, ok = ok and true or false, message = msg })
   log.close()
   uv.run("default") -- let every closed handle finish closing
