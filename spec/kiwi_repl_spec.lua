@@ -318,6 +318,9 @@ describe("kiwi repl", function()
       assert.equal("OK\nAlice Smith\nerror: unknown command 'bogus' (try help)\n"
         .. "key     value\nuser:1  Alice Smith\n(1 entry)\n"
         .. "OK: max_memtable_entries = 25 (saved to " .. data .. "/config.json)\n", out)
+      -- a new data directory keeps the mode it was created with
+      assert.equal('{\n  "max_memtable_entries": 25,\n  "mode": "dev"\n}\n',
+        helper.read_file(data .. "/config.json"))
       -- EOF closed the db: it opens again, kept the data and the setting
       local cfg = assert(config.load({ data = data }))
       local db = assert(cfg:open())
@@ -338,6 +341,14 @@ describe("kiwi repl", function()
         "get user:1\nexit\nget user:1\n")
       assert.equal(0, code, err)
       assert.equal("Alice Smith\n", out)
+      -- a prod directory stays prod without --mode; --mode overrides it for one run
+      local pdata = dir .. "/prod"
+      out, err, code = kiwi_cmd(dir, "repl --mode prod --data " .. q(pdata), "put a 1\n")
+      assert.equal(0, code, err)
+      out = kiwi_cmd(dir, "repl --data " .. q(pdata), "lua db:config().mode\n")
+      assert.equal('"prod"\n', out)
+      out = kiwi_cmd(dir, "repl --mode dev --data " .. q(pdata), "lua db:config().mode\n")
+      assert.equal('"dev"\n', out)
     end)
 
     it("refuses a bad config.json before opening, naming file, key and reason", function()

@@ -581,6 +581,25 @@ function Config:set(db, name, text, apply_lua)
   return v
 end
 
+--- Records the mode in the config file if the file does not name one, so a data directory keeps
+-- the mode it was created with (the kiwi command calls this for a new directory).
+-- @return true, or nil, msg, "io error"
+function Config:record_mode()
+  if self.file.mode ~= nil then
+    return true
+  end
+  local file = { mode = self.mode }
+  for k, x in pairs(self.file) do
+    file[k] = x
+  end
+  local ok, err, code = M.write_file(self.path, file)
+  if not ok then
+    return nil, err, code
+  end
+  self.file = file
+  return true
+end
+
 --- The effective settings as rows {name, value, source, live} in name order: the engine's
 -- (db:config(), the running truth) and the Lua ones.
 function Config:rows(db)

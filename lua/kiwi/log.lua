@@ -29,6 +29,7 @@ local uv = require("luv")
 local byte = string.byte
 local concat = table.concat
 local date = os.date
+local find = string.find
 local format = string.format
 local gsub = string.gsub
 local ipairs = ipairs
@@ -68,6 +69,9 @@ end
 -- @tparam string s
 -- @treturn string
 function M.json_string(s)
+  if not find(s, '[%c"\\\128-\255]') then -- the common case: nothing to escape
+    return '"' .. s .. '"'
+  end
   return '"' .. gsub(s, '[%c"\\\128-\255]', escape_byte) .. '"'
 end
 
@@ -77,7 +81,7 @@ local encode
 
 local function encode_number(v)
   if math_type(v) == "integer" then
-    return format("%d", v)
+    return tostring(v)
   end
   if v ~= v or v == math.huge or v == -math.huge then
     return "null"
@@ -141,10 +145,15 @@ M.encode = function(v)
   return encode(v, 0)
 end
 
+local last_sec, last_prefix = nil, nil -- os.date is the dearest part of a line: once a second
+
 --- The current time as an ISO 8601 UTC timestamp with milliseconds.
 function M.timestamp()
   local sec, usec = uv.gettimeofday()
-  return date("!%Y-%m-%dT%H:%M:%S", sec) .. format(".%03dZ", usec // 1000)
+  if sec ~= last_sec then
+    last_sec, last_prefix = sec, date("!%Y-%m-%dT%H:%M:%S", sec)
+  end
+  return last_prefix .. format(".%03dZ", usec // 1000)
 end
 
 local RESERVED = { ts = true, level = true, logger = true, event = true }

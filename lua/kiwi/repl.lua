@@ -688,6 +688,7 @@ function M.open(opts)
         "io error"
     end
   end
+  local fresh = not uv.fs_stat(cfg.data .. "/CURRENT") -- a new db: it keeps this mode
   local lok, lerr = log.configure(cfg:log_options())
   if not lok then
     return nil, "invalid argument: logs: " .. tostring(lerr), "invalid argument"
@@ -709,6 +710,12 @@ function M.open(opts)
     log.new("repl"):error("open_failed", { data = cfg.data, message = msg })
     log.close()
     return nil, msg, code
+  end
+  if fresh then
+    local ok, err = cfg:record_mode()
+    if not ok then
+      log.new("repl"):warn("config_not_written", { message = err })
+    end
   end
   log.new("repl"):info("open", { data = cfg.data, mode = cfg.mode, events = events or "none",
     log_port = log.port() })
