@@ -345,6 +345,7 @@ describe("kiwi repl", function()
       local pdata = dir .. "/prod"
       out, err, code = kiwi_cmd(dir, "repl --mode prod --data " .. q(pdata), "put a 1\n")
       assert.equal(0, code, err)
+      assert.equal("OK\n", out)
       out = kiwi_cmd(dir, "repl --data " .. q(pdata), "lua db:config().mode\n")
       assert.equal('"prod"\n', out)
       out = kiwi_cmd(dir, "repl --mode dev --data " .. q(pdata), "lua db:config().mode\n")
