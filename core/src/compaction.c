@@ -278,7 +278,7 @@ static kw_iter *input_iter(const kw_compaction *c)
     kw_iter **children = kw_calloc(n ? n : 1, sizeof(kw_iter *));
     for (int w = 0; w < 2; w++)
         for (size_t i = 0; i < c->ninputs[w]; i++)
-            children[k++] = kw_table_iter(c->inputs[w][i]->table);
+            children[k++] = kw_table_iter_ex(c->inputs[w][i]->table, false); /* no cache churn */
     kw_iter *it = kw_merge_iter_create(children, k);
     free(children);
     return it;

@@ -221,6 +221,7 @@ static void db_free(kiwi_db *db)
     }
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     kw_vset_close(db->vs);
+    kw_block_cache_destroy(db->cache); /* after every table is closed */
     kw_lock_release(db->lock);
     pthread_mutex_destroy(&db->mu);
     pthread_cond_destroy(&db->flush_cv);
@@ -237,7 +238,11 @@ static void db_free(kiwi_db *db)
 static kiwi_status db_recover(kiwi_db *db, char **errmsg)
 {
     bool created = false;
-    kiwi_status st = kw_vset_open(db->path, &db->vs, &created, errmsg);
+    const double mb = 1024.0 * 1024.0;
+    db->cache = kw_block_cache_create((size_t)(db->opts.block_cache_data_mb * mb),
+                                      (size_t)(db->opts.block_cache_index_mb * mb),
+                                      (size_t)(db->opts.block_cache_bloom_mb * mb));
+    kiwi_status st = kw_vset_open(db->path, db->cache, &db->vs, &created, errmsg);
     if (st != KIWI_OK)
         return st;
     char **names = NULL;

@@ -115,6 +115,7 @@ struct kiwi_db {
     bool stop_workers;
     kw_super *super;               /* current reader view (one reference held here) */
     kw_vset *vs;
+    kw_block_cache *cache;         /* three tiers; budgets follow the options */
     kw_snapshot_node snapshots;    /* circular list sentinel */
     size_t nsnapshots;
     struct kiwi_iter *iters;       /* live iterators (freed at close) */

@@ -136,6 +136,7 @@ kiwi_iter *kiwi_iter_create(kiwi_db *db, const kiwi_read_options *ro)
     kiwi_iter *it = kw_calloc(1, sizeof *it);
     it->db = db;
     it->seq = kw_db_read_seq(db, ro);
+    bool fill_cache = ro ? ro->fill_cache : true;
     it->view = db->super;
     atomic_fetch_add(&it->view->refs, 1);
     it->next = db->iters;
@@ -156,7 +157,7 @@ kiwi_iter *kiwi_iter_create(kiwi_db *db, const kiwi_read_options *ro)
         children[k++] = kw_memtable_iter(s->imm[i]);
     for (int l = 0; l < KW_MAX_LEVELS; l++)
         for (size_t i = 0; i < v->nfiles[l]; i++)
-            children[k++] = kw_table_iter(v->files[l][i]->table);
+            children[k++] = kw_table_iter_ex(v->files[l][i]->table, fill_cache);
     it->merge = kw_merge_iter_create(children, k);
     free(children);
     kw_buf_init(&it->key);

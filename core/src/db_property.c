@@ -91,7 +91,24 @@ static void stats_json(kiwi_db *db, kw_buf *b)
     uint64_t user = atomic_load(&db->stats.user_bytes_written);
     uint64_t written = atomic_load(&db->stats.wal_bytes) + atomic_load(&db->stats.flush_bytes) +
                        atomic_load(&db->stats.compaction_bytes_written);
-    kw_buf_printf(b, "],\"sstables\":%llu,\"sstable_bytes\":%llu,\"compactions_running\":%u,"
+    uint64_t uncharged = 0;
+    for (int l = 0; l < KW_MAX_LEVELS; l++)
+        for (size_t i = 0; i < s->version->nfiles[l]; i++)
+            uncharged += kw_table_uncharged_bytes(s->version->files[l][i]->table);
+    kw_cache_stats cd, ci, cb;
+    kw_cache_get_stats(db->cache->data, &cd);
+    kw_cache_get_stats(db->cache->index, &ci);
+    kw_cache_get_stats(db->cache->bloom, &cb);
+    kw_buf_printf(b, "],\"memory\":{\"memtables\":%llu,\"block_cache_data\":%llu,"
+                     "\"block_cache_index\":%llu,\"block_cache_bloom\":%llu,"
+                     "\"tables_uncharged\":%llu,\"total\":%llu},\"block_cache\":",
+                  (unsigned long long)(mem_bytes + imm_bytes), (unsigned long long)cd.usage,
+                  (unsigned long long)ci.usage, (unsigned long long)cb.usage,
+                  (unsigned long long)uncharged,
+                  (unsigned long long)(mem_bytes + imm_bytes + cd.usage + ci.usage + cb.usage +
+                                       uncharged));
+    kw_block_cache_stats_json(db->cache, b);
+    kw_buf_printf(b, ",\"sstables\":%llu,\"sstable_bytes\":%llu,\"compactions_running\":%u,"
                      "\"write_amplification\":%.3f,\"space_amplification\":%.3f,"
                      "\"background_error\":",
                   (unsigned long long)files, (unsigned long long)disk, running,
@@ -303,7 +320,7 @@ static bool trace_memtable(kw_buf *b, kw_memtable *m, const char *layer, kw_slic
 }
 
 static bool trace_table(kw_buf *b, kw_file_meta *m, int level, kw_slice key, uint64_t seq,
-                        kw_slice *value, kw_lookup *res)
+                        kw_slice *value, kw_buf *valbuf, kw_lookup *res)
 {
     kw_slice su = kw_ikey_user(kw_slice_make(m->smallest, m->smallest_len));
     kw_slice lu = kw_ikey_user(kw_slice_make(m->largest, m->largest_len));
@@ -315,8 +332,14 @@ static bool trace_table(kw_buf *b, kw_file_meta *m, int level, kw_slice key, uin
         kw_table_lookup_info info;
         memset(&info, 0, sizeof info);
         char *err = NULL;
-        kiwi_status st = kw_table_get(m->table, key, seq, res, value, &info, &err);
-        kw_buf_printf(b, ",\"bloom\":\"%s\"", info.bloom_may_contain ? "maybe" : "negative");
+        kiwi_status st = kw_table_get_ex(m->table, key, seq, false, res, valbuf, &info, &err);
+        *value = kw_slice_make(valbuf->data, valbuf->len);
+        kw_buf_printf(b, ",\"bloom\":\"%s\",\"cache\":{\"bloom\":\"%s\",\"index\":\"%s\","
+                         "\"data\":\"%s\"}",
+                      info.bloom_may_contain ? "maybe" : "negative",
+                      kw_cache_result_name(info.bloom_cache),
+                      kw_cache_result_name(info.index_cache),
+                      kw_cache_result_name(info.data_cache));
         if (info.block_read)
             kw_buf_printf(b, ",\"block\":{\"index\":%u,\"offset\":%llu,\"size\":%llu}",
                           info.block_index, (unsigned long long)info.block_offset,
@@ -344,13 +367,15 @@ char *kiwi_trace(kiwi_db *db, const char *key, size_t klen)
     kw_json_string(&b, k.data, k.size);
     kw_buf_printf(&b, ",\"sequence\":%llu,\"steps\":[", (unsigned long long)seq);
     kw_slice value = {NULL, 0};
+    kw_buf valbuf; /* a value found in an SSTable (trace reads never fill the cache) */
+    kw_buf_init(&valbuf);
     kw_lookup res = KW_LOOKUP_MISS;
     bool done = trace_memtable(&b, s->mem, "memtable", k, seq, &value, &res);
     for (size_t i = 0; !done && i < s->nimm; i++)
         done = trace_memtable(&b, s->imm[i], "immutable", k, seq, &value, &res);
     for (int l = 0; !done && l < KW_MAX_LEVELS; l++)
         for (size_t i = 0; !done && i < s->version->nfiles[l]; i++)
-            done = trace_table(&b, s->version->files[l][i], l, k, seq, &value, &res);
+            done = trace_table(&b, s->version->files[l][i], l, k, seq, &value, &valbuf, &res);
     if (b.data[b.len - 1] == ',')
         b.len--;
     kw_buf_printf(&b, "],\"result\":\"%s\"", lookup_name(res));
@@ -360,6 +385,7 @@ char *kiwi_trace(kiwi_db *db, const char *key, size_t klen)
     }
     kw_buf_printf(&b, "}");
     kw_buf_push(&b, '\0');
+    kw_buf_free(&valbuf);
     kw_super_release(s);
     return b.data;
 }
@@ -374,6 +400,13 @@ kiwi_status kiwi_set_option(kiwi_db *db, const char *name, const char *value, ch
     kiwi_options next = db->opts;
     kiwi_status st = kw_options_apply(&next, name, value, true, errmsg);
     if (st == KIWI_OK) {
+        const double mb = 1024.0 * 1024.0;
+        if (next.block_cache_data_mb != db->opts.block_cache_data_mb)
+            kw_cache_set_capacity(db->cache->data, (size_t)(next.block_cache_data_mb * mb));
+        if (next.block_cache_index_mb != db->opts.block_cache_index_mb)
+            kw_cache_set_capacity(db->cache->index, (size_t)(next.block_cache_index_mb * mb));
+        if (next.block_cache_bloom_mb != db->opts.block_cache_bloom_mb)
+            kw_cache_set_capacity(db->cache->bloom, (size_t)(next.block_cache_bloom_mb * mb));
         db->opts = next;
         pthread_cond_broadcast(&db->done_cv); /* a raised limit may end a stall */
         kw_compact_schedule(db);              /* a lowered threshold may call for compaction */

@@ -135,10 +135,10 @@ static bool key_in_range(const kw_file_meta *m, kw_slice ukey)
 }
 
 static kiwi_status table_lookup(kiwi_db *db, kw_file_meta *m, kw_slice ukey, uint64_t seq,
-                                kw_lookup *res, kw_slice *value, char **errmsg)
+                                bool fill_cache, kw_lookup *res, kw_buf *value, char **errmsg)
 {
     kw_table_lookup_info info;
-    kiwi_status st = kw_table_get(m->table, ukey, seq, res, value, &info, errmsg);
+    kiwi_status st = kw_table_get_ex(m->table, ukey, seq, fill_cache, res, value, &info, errmsg);
     if (!info.bloom_may_contain)
         atomic_fetch_add(&db->stats.bloom_negatives, 1);
     if (info.block_read)
@@ -146,15 +146,18 @@ static kiwi_status table_lookup(kiwi_db *db, kw_file_meta *m, kw_slice ukey, uin
     return st;
 }
 
-/* Looks ukey up in the view; on KW_LOOKUP_FOUND *value is valid while s is pinned. */
-static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t seq, kw_lookup *res,
-                            kw_slice *value, char **errmsg)
+/* Looks ukey up in the view; on KW_LOOKUP_FOUND the value is copied into *value. */
+static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t seq,
+                            bool fill_cache, kw_lookup *res, kw_buf *value, char **errmsg)
 {
-    *res = kw_memtable_get(s->mem, ukey, seq, value);
+    kw_slice mv = {NULL, 0};
+    *res = kw_memtable_get(s->mem, ukey, seq, &mv);
     for (size_t i = 0; *res == KW_LOOKUP_MISS && i < s->nimm; i++)
-        *res = kw_memtable_get(s->imm[i], ukey, seq, value);
+        *res = kw_memtable_get(s->imm[i], ukey, seq, &mv);
     if (*res != KW_LOOKUP_MISS) {
         atomic_fetch_add(&db->stats.memtable_hits, 1);
+        if (*res == KW_LOOKUP_FOUND)
+            kw_buf_append(value, mv.data, mv.size);
         return KIWI_OK;
     }
     const kw_version *v = s->version;
@@ -162,7 +165,7 @@ static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t se
         kw_file_meta *m = v->files[0][i];
         if (m->min_seq > seq || !key_in_range(m, ukey))
             continue;
-        kiwi_status st = table_lookup(db, m, ukey, seq, res, value, errmsg);
+        kiwi_status st = table_lookup(db, m, ukey, seq, fill_cache, res, value, errmsg);
         if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
             return st;
     }
@@ -170,7 +173,7 @@ static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t se
         kw_file_meta *m = level_file_for(v, l, ukey);
         if (m == NULL)
             continue;
-        kiwi_status st = table_lookup(db, m, ukey, seq, res, value, errmsg);
+        kiwi_status st = table_lookup(db, m, ukey, seq, fill_cache, res, value, errmsg);
         if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
             return st;
     }
@@ -186,20 +189,24 @@ kiwi_status kiwi_get(kiwi_db *db, const kiwi_read_options *ro, const char *key, 
     *vlen = 0;
     atomic_fetch_add(&db->stats.gets, 1);
     uint64_t seq = kw_db_read_seq(db, ro);
+    bool fill = ro ? ro->fill_cache : true;
     kw_super *s = kw_super_acquire(db);
     kw_lookup res = KW_LOOKUP_MISS;
-    kw_slice value = {NULL, 0};
-    kiwi_status st = view_get(db, s, kw_slice_make(key ? key : "", klen), seq, &res, &value,
-                              errmsg);
+    kw_buf value;
+    kw_buf_init(&value);
+    kiwi_status st = view_get(db, s, kw_slice_make(key ? key : "", klen), seq, fill, &res,
+                              &value, errmsg);
+    kw_super_release(s);
     if (st == KIWI_OK && res == KW_LOOKUP_FOUND) {
-        *val = kw_memdup(value.data, value.size);
-        *vlen = value.size;
+        *vlen = value.len;
+        *val = value.data ? value.data : kw_memdup("", 0); /* ownership moves to the caller */
+        value.data = NULL;
         atomic_fetch_add(&db->stats.get_hits, 1);
     } else if (st == KIWI_OK) {
         st = KIWI_NOT_FOUND;
         atomic_fetch_add(&db->stats.get_misses, 1);
     }
-    kw_super_release(s);
+    kw_buf_free(&value);
     return st;
 }
 

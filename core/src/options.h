@@ -34,6 +34,9 @@ struct kiwi_options {
     uint32_t max_levels;           /* deepest level index (L0..L<max_levels>) */
     uint32_t block_size;           /* SSTable data block target size, bytes */
     uint32_t max_immutable_memtables; /* writers stall while this many wait for flush */
+    double block_cache_data_mb;    /* budget of the data-block tier */
+    double block_cache_index_mb;   /* budget of the index tier */
+    double block_cache_bloom_mb;   /* budget of the bloom-filter tier */
     bool sync_writes;              /* default of kiwi_write_options.sync */
     kw_wal_recovery_mode wal_recovery; /* "tolerate_tail" or "skip_corrupt" */
     char compression[8];           /* "none" (zstd/lz4 are not built yet) */

@@ -327,14 +327,14 @@ static kiwi_status read_current(const char *dir, uint64_t *number, char **errmsg
     return st;
 }
 
-static kiwi_status open_tables(kw_version *v, char **errmsg)
+static kiwi_status open_tables(kw_version *v, kw_block_cache *cache, char **errmsg)
 {
     for (int l = 0; l < KW_MAX_LEVELS; l++) {
         for (size_t i = 0; i < v->nfiles[l]; i++) {
             kw_file_meta *m = v->files[l][i];
             if (m->table)
                 continue;
-            kiwi_status st = kw_table_open(m->path, m->number, &m->table, errmsg);
+            kiwi_status st = kw_table_open_cached(m->path, m->number, cache, &m->table, errmsg);
             if (st != KIWI_OK)
                 return st;
         }
@@ -342,10 +342,12 @@ static kiwi_status open_tables(kw_version *v, char **errmsg)
     return KIWI_OK;
 }
 
-kiwi_status kw_vset_open(const char *dir, kw_vset **out, bool *created, char **errmsg)
+kiwi_status kw_vset_open(const char *dir, kw_block_cache *cache, kw_vset **out, bool *created,
+                         char **errmsg)
 {
     kw_vset *vs = kw_calloc(1, sizeof *vs);
     vs->dir = kw_strdup(dir);
+    vs->cache = cache;
     vs->next_file = 2;
     vs->current = version_new();
     char *current_path = kw_join_path(dir, "CURRENT");
@@ -369,7 +371,7 @@ kiwi_status kw_vset_open(const char *dir, kw_vset **out, bool *created, char **e
             free(path);
         }
         if (st == KIWI_OK)
-            st = open_tables(vs->current, errmsg);
+            st = open_tables(vs->current, vs->cache, errmsg);
     }
     if (st == KIWI_OK)
         st = start_new_manifest(vs, errmsg);
@@ -442,7 +444,8 @@ kiwi_status kw_vset_log_and_apply(kw_vset *vs, kw_version_edit *edit, pthread_mu
         if (moved[i])
             continue;
         added[i] = meta_from_edit(vs->dir, &edit->added[i]);
-        st = kw_table_open(added[i]->path, added[i]->number, &added[i]->table, errmsg);
+        st = kw_table_open_cached(added[i]->path, added[i]->number, vs->cache, &added[i]->table,
+                                  errmsg);
     }
     if (st == KIWI_OK)
         st = kw_wal_writer_add(vs->manifest, kw_slice_make(payload.data, payload.len), errmsg);

@@ -64,13 +64,15 @@ typedef struct kw_vset {
     uint64_t manifest_number;
     kw_wal_writer *manifest; /* the open manifest */
     uint64_t manifest_edits; /* records written to it */
+    kw_block_cache *cache;   /* tables are opened with it (may be NULL); not owned */
 } kw_vset;
 
 /* Opens the version set of dir: reads CURRENT and replays the manifest it names (a torn last
  * record is ignored: it was never committed), opens every live SSTable, then starts a fresh
  * manifest holding the whole state and switches CURRENT to it. With no CURRENT the db is new.
  * *created tells which happened. */
-kiwi_status kw_vset_open(const char *dir, kw_vset **out, bool *created, char **errmsg);
+kiwi_status kw_vset_open(const char *dir, kw_block_cache *cache, kw_vset **out, bool *created,
+                         char **errmsg);
 void kw_vset_close(kw_vset *vs);
 
 /* Allocates a file number. REQUIRES: mu held. */

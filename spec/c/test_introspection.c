@@ -1,0 +1,186 @@
+/*
+ * test_introspection.c: kiwi_property and kiwi_trace JSON, and live settings changed under load
+ * taking effect (shown in stats).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctest.h"
+#include "kiwi.h"
+
+static kiwi_db *open_dev(const char *dir, const char *entries)
+{
+    kiwi_options *o = kiwi_options_create("dev");
+    kiwi_options_set(o, "max_memtable_entries", entries, NULL);
+    kiwi_db *db = NULL;
+    char *err = NULL;
+    if (kiwi_open(dir, o, &db, &err) != KIWI_OK)
+        fprintf(stderr, "open: %s\n", err);
+    kiwi_free(err);
+    kiwi_options_destroy(o);
+    return db;
+}
+
+/* The number after "name": inside the object that follows `within` (NULL: the whole text). */
+static double num_after(const char *json, const char *within, const char *name)
+{
+    const char *p = within ? strstr(json, within) : json;
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\":", name);
+    p = p ? strstr(p, pat) : NULL;
+    return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+static double stat_num(kiwi_db *db, const char *within, const char *name)
+{
+    char *s = kiwi_property(db, "stats");
+    double v = s ? num_after(s, within, name) : -1;
+    kiwi_free(s);
+    return v;
+}
+
+static int put(kiwi_db *db, const char *k, const char *v)
+{
+    return kiwi_put(db, NULL, k, strlen(k), v, strlen(v), NULL);
+}
+
+static void test_trace_each_layer(void)
+{
+    char *dir = ctest_tmpdir("trace");
+    kiwi_db *db = open_dev(dir, "1000");
+    if (!db) {
+        CHECK(db != NULL);
+        return;
+    }
+    put(db, "deep", "1");
+    CHECK(kiwi_compact_range(db, NULL, 0, NULL, 0, NULL) == KIWI_OK); /* to the last level */
+    put(db, "l0key", "2");
+    CHECK(kiwi_flush(db, NULL) == KIWI_OK); /* an L0 file */
+    put(db, "memkey", "3");
+    kiwi_delete(db, NULL, "gone", 4, NULL);
+
+    char *t = kiwi_trace(db, "memkey", 6);
+    CHECK(t && strstr(t, "{\"layer\":\"memtable\"") && strstr(t, "\"result\":\"found\"") &&
+          strstr(t, "\"value\":\"3\"") && strstr(t, "\"layer\":\"sstable\"") == NULL);
+    kiwi_free(t);
+
+    t = kiwi_trace(db, "l0key", 5);
+    CHECK(t && strstr(t, "\"layer\":\"sstable\",\"level\":0") &&
+          strstr(t, "\"bloom\":\"maybe\"") && strstr(t, "\"block\":{\"index\":0,\"offset\":0") &&
+          strstr(t, "\"result\":\"found\",\"value\":\"2\""));
+    kiwi_free(t);
+
+    t = kiwi_trace(db, "deep", 4);
+    CHECK(t && strstr(t, "\"level\":0,\"id\":") && strstr(t, "\"in_range\":false") &&
+          strstr(t, "\"level\":3") && strstr(t, "\"cache\":{\"bloom\":") &&
+          strstr(t, "\"data\":\"miss\"") && strstr(t, "\"value\":\"1\""));
+    kiwi_free(t);
+
+    t = kiwi_trace(db, "gone", 4); /* a tombstone answers in the memtable */
+    CHECK(t && strstr(t, "\"result\":\"deleted\""));
+    kiwi_free(t);
+    t = kiwi_trace(db, "nope", 4);
+    CHECK(t && strstr(t, "],\"result\":\"miss\"}"));
+    kiwi_free(t);
+    t = kiwi_trace(db, "bin\0\x01\xff", 6);
+    CHECK(t && strstr(t, "\"key\":\"bin\\u0000\\u0001\\u00ff\""));
+    kiwi_free(t);
+
+    /* a get through the cache: the second read of the block is a data-tier hit */
+    char *v = NULL;
+    size_t vl;
+    double hits0 = stat_num(db, "\"block_cache\":{\"data\":", "hits");
+    CHECK(kiwi_get(db, NULL, "deep", 4, &v, &vl, NULL) == KIWI_OK);
+    kiwi_free(v);
+    CHECK(kiwi_get(db, NULL, "deep", 4, &v, &vl, NULL) == KIWI_OK);
+    kiwi_free(v);
+    CHECK(stat_num(db, "\"block_cache\":{\"data\":", "hits") >= hits0 + 1);
+
+    /* listings */
+    char *levels = kiwi_property(db, "levels");
+    CHECK(levels && strstr(levels, "\"smallest\":\"deep\"") && strstr(levels, "\"largest\":\"l0key\""));
+    kiwi_free(levels);
+    char *mems = kiwi_property(db, "memtables");
+    CHECK(mems && strstr(mems, "\"state\":\"active\"") && strstr(mems, "\"num_entries\":2"));
+    kiwi_free(mems);
+    CHECK(kiwi_property(db, "sstable:999999") == NULL);
+    CHECK(kiwi_property(db, "memtable:abc") == NULL);
+    kiwi_close(db);
+    ctest_rmtree(dir);
+}
+
+static void test_live_settings_under_load(void)
+{
+    char *dir = ctest_tmpdir("live");
+    kiwi_db *db = open_dev(dir, "1000");
+    if (!db) {
+        CHECK(db != NULL);
+        return;
+    }
+    char k[32];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(k, sizeof k, "k%06d", i);
+        put(db, k, "v");
+    }
+    double rot0 = stat_num(db, NULL, "rotations");
+    CHECK(kiwi_set_option(db, "max_memtable_entries", "100", NULL) == KIWI_OK);
+    for (int i = 0; i < 3000; i++) {
+        snprintf(k, sizeof k, "m%06d", i);
+        put(db, k, "v");
+    }
+    double rot1 = stat_num(db, NULL, "rotations");
+    CHECK(rot1 - rot0 >= 29); /* 3000 writes / 100 per memtable */
+
+    double syncs0 = stat_num(db, NULL, "wal_syncs");
+    CHECK(kiwi_set_option(db, "sync_writes", "true", NULL) == KIWI_OK);
+    for (int i = 0; i < 20; i++)
+        put(db, "s", "v"); /* default options: now synced */
+    CHECK(stat_num(db, NULL, "wal_syncs") >= syncs0 + 20);
+    CHECK(kiwi_set_option(db, "sync_writes", "false", NULL) == KIWI_OK);
+
+    CHECK(kiwi_set_option(db, "block_cache_data_mb", "0", NULL) == KIWI_OK);
+    CHECK(stat_num(db, "\"block_cache\":{\"data\":", "capacity") == 0);
+    CHECK(kiwi_set_option(db, "block_cache_data_mb", "1", NULL) == KIWI_OK);
+    CHECK(stat_num(db, "\"block_cache\":{\"data\":", "capacity") == 1048576);
+
+    /* a lower L0 threshold makes compaction run */
+    CHECK(kiwi_set_option(db, "l0_compaction_threshold", "1000", NULL) == KIWI_OK);
+    double comp0 = stat_num(db, NULL, "compactions");
+    for (int r = 0; r < 5; r++) {
+        for (int i = 0; i < 50; i++) {
+            snprintf(k, sizeof k, "r%d-%04d", r, i);
+            put(db, k, "v");
+        }
+        kiwi_flush(db, NULL);
+    }
+    CHECK(stat_num(db, "{\"level\":0,", "files") >= 5);
+    CHECK(kiwi_set_option(db, "l0_compaction_threshold", "2", NULL) == KIWI_OK);
+    for (int i = 0; i < 200 && stat_num(db, "{\"level\":0,", "files") >= 2; i++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    CHECK(stat_num(db, "{\"level\":0,", "files") < 2);
+    CHECK(stat_num(db, NULL, "compactions") > comp0);
+    char *opts = kiwi_property(db, "options");
+    CHECK(opts && strstr(opts, "\"l0_compaction_threshold\":2") &&
+          strstr(opts, "\"max_memtable_entries\":100") && strstr(opts, "\"block_cache_data_mb\":1"));
+    kiwi_free(opts);
+    /* refusals name the setting */
+    char *err = NULL;
+    CHECK(kiwi_set_option(db, "compaction_workers", "4", &err) == KIWI_INVALID_ARGUMENT);
+    CHECK(err && strstr(err, "compaction_workers cannot change on a running db"));
+    CHECK(kiwi_set_option(db, "block_cache_data_mb", "-1", &err) == KIWI_INVALID_ARGUMENT);
+    CHECK(err && strstr(err, "block_cache_data_mb") && strstr(err, "out of range"));
+    kiwi_free(err);
+    kiwi_close(db);
+    ctest_rmtree(dir);
+}
+
+int main(void)
+{
+    RUN(test_trace_each_layer);
+    RUN(test_live_settings_under_load);
+    return ctest_summary();
+}
