@@ -101,7 +101,7 @@ describe("kiwi.config", function()
       { '{"log_to_stderr": null}', "key 'log_to_stderr': expected true or false, got null null" },
       { '{"max_memtable_entries": [1]}', "key 'max_memtable_entries': expected an integer, got array" },
       { '{"mode": "turbo"}', "key 'mode': \"turbo\" is not one of dev, prod" },
-      { '{"colour": "blue"}', "key 'colour': unknown key (not a kiwi setting)" },
+      { '{"colour": [1]}', "key 'colour': expected a number, string or boolean, got array" },
       { '{"max_levels": 3,}', "not valid JSON" },
       { '[1, 2]', "expected a JSON object of settings, got array" },
       { '"x"', "expected a JSON object of settings, got string" },
@@ -144,6 +144,17 @@ describe("kiwi.config", function()
       assert.equal("invalid argument: " .. dir .. "/config.json: key 'max_levels': 9 is out of range"
         .. " (allowed 1..6)", msg)
       -- nothing was started: the directory holds only config.json
+      assert.same({ "config.json" }, helper.files(dir))
+    end)
+
+    it("refuses an unknown key at open, before the engine starts (the engine owns the names)", function()
+      local dir = datadir('{"colour": "blue", "max_levels": 3}')
+      local cfg = assert(config.load({ data = dir, getenv = NO_ENV }))
+      local db, msg, code = cfg:open()
+      assert.is_nil(db)
+      assert.equal("invalid argument", code)
+      assert.equal("invalid argument: " .. dir .. "/config.json: key 'colour': unknown key (not a kiwi"
+        .. " setting)", msg)
       assert.same({ "config.json" }, helper.files(dir))
     end)
 

@@ -12,12 +12,14 @@
 --
 -- Two kinds of settings:
 --
---  * engine settings (max_memtable_entries, bloom_fpr_dev, ...): the C core owns their ranges,
---    defaults and live-ness (core/src/options.c). This module knows their types (ENGINE_TYPES)
---    to reject a wrong JSON type before the engine sees it; the engine checks ranges while
---    kiwi.open builds its options, before the directory is touched, and its message is re-said
---    here naming the file (or variable) and the key. If the binding offers `core.settings()` (a
---    table of name -> {type, min, max, live, dev, prod}), that table is used instead.
+--  * engine settings (max_memtable_entries, bloom_fpr_dev, ...): the C core owns their names,
+--    ranges, defaults and live-ness (core/src/options.c). This module knows their types
+--    (ENGINE_TYPES) to reject a wrong JSON type before the engine sees it; the engine checks
+--    names and ranges while kiwi.open builds its options, before the directory is touched, and
+--    its message is re-said here naming the file (or variable) and the key. A name missing from
+--    ENGINE_TYPES is passed on (it may be newer than this table); the engine refuses it if it is
+--    not a setting. If the binding offers `core.settings()` (a table of name -> {type, min, max,
+--    live, dev, prod}), that table is used instead, and unknown names are refused here.
 --  * Lua settings (log_*): owned here (LUA_SETTINGS), checked here.
 --
 -- Errors are `nil, msg, "invalid argument"`; msg names the file or variable, the key and the
@@ -157,6 +159,8 @@ local function check_value(name, v, vtype)
     if type(v) ~= "string" then
       return nil, format("expected a string, got %s %s", value_type(v), describe(v))
     end
+  elseif vtype == "scalar" then
+    return nil, format("expected a number, string or boolean, got %s", value_type(v))
   end
   if s then
     if s.min and (v < s.min or v > s.max) then
@@ -243,8 +247,12 @@ local function validate(t, where)
       out[k] = v
     else
       local vtype = M.type_of(k)
-      if vtype == nil then
+      if vtype == nil and engine_schema() then
         return fail(where, k, "unknown key (not a kiwi setting)")
+      elseif vtype == nil then
+        -- A name this module does not know may be an engine setting newer than ENGINE_TYPES: it
+        -- goes to the engine, which refuses an unknown name at open, before the db starts.
+        vtype = type(v) == "table" and "scalar" or nil
       end
       local nv, reason = check_value(k, v, vtype)
       if nv == nil then
