@@ -689,6 +689,8 @@ function M.tail(opts)
     end
     tcp:read_start(function(rerr, chunk)
       if rerr or chunk == nil then
+        errf:write(format("kiwi logs: the stream from 127.0.0.1:%d ended%s\n", port,
+          rerr and (" (" .. tostring(rerr) .. ")") or ""))
         stop()
         return
       end
