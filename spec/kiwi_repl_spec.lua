@@ -308,6 +308,34 @@ describe("kiwi repl", function()
     end
   end)
 
+  describe("transcripts through the stdin of kiwi repl", function()
+    local dir = "spec/repl"
+    for _, name in ipairs(helper.files(dir, ".q")) do
+      it(name, function()
+        local input, expect = {}, {}
+        for _, step in ipairs(parse_transcript(helper.read_file(dir .. "/" .. name))) do
+          input[#input + 1] = step.input
+          for _, l in ipairs(step.expect) do
+            expect[#expect + 1] = l
+          end
+          if step.input:match("^%s*exit%s*$") then
+            break
+          end
+        end
+        local tmp = helper.tmpdir()
+        local out, err, code = kiwi_cmd(tmp, "repl --data " .. q(tmp .. "/data"),
+          table.concat(input, "\n") .. "\n")
+        assert.equal(0, code, err)
+        local lines = split_lines(out)
+        if lines[#lines] == "" then
+          lines[#lines] = nil
+        end
+        local res = match_lines(expect, lines)
+        assert(res == true, tostring(res) .. "\n--- output:\n" .. out)
+      end)
+    end
+  end)
+
   describe("the kiwi repl command with piped input", function()
     it("runs a session, logs it, and closes the db at EOF", function()
       local dir = helper.tmpdir()

@@ -71,6 +71,7 @@ M.ENGINE_TYPES = {
   level_size_ratio = "integer", compaction_workers = "integer",
   bloom_fpr_dev = "number", bloom_fpr_prod = "number", flush_max_workers = "integer",
   max_levels = "integer", block_size = "integer", max_immutable_memtables = "integer",
+  block_cache_data_mb = "number", block_cache_index_mb = "number", block_cache_bloom_mb = "number",
   sync_writes = "boolean", wal_recovery = "string", compression = "string",
 }
 
@@ -81,6 +82,7 @@ M.ENGINE_LIVE = {
   l0_slowdown_writes_trigger = true, l0_stop_writes_trigger = true, target_file_size_mb = true,
   level_base_mb = true, level_size_ratio = true, bloom_fpr_dev = true, bloom_fpr_prod = true,
   block_size = true, max_immutable_memtables = true, sync_writes = true,
+  block_cache_data_mb = true, block_cache_index_mb = true, block_cache_bloom_mb = true,
 }
 
 -- The engine's own settings table, when the binding provides one.
@@ -609,7 +611,7 @@ function Config:record_mode()
 end
 
 --- The effective settings as rows {name, value, source, live} in name order: the engine's
--- (db:config(), the running truth) and the Lua ones.
+-- (db:config(), the running truth) and the Lua ones. `live` is nil when not known.
 function Config:rows(db)
   local rows = {}
   local engine = db and db:config() or {}
@@ -617,9 +619,9 @@ function Config:rows(db)
   for k, v in pairs(engine) do
     if k ~= "mode" then
       local live = es and es[k] and es[k].live
-      if live == nil then
+      if live == nil and M.ENGINE_TYPES[k] then
         live = M.ENGINE_LIVE[k] or false
-      end
+      end -- still nil: a setting newer than these tables, shown as "?"
       rows[#rows + 1] = { name = k, value = v, source = self:source(k), live = live }
     end
   end

@@ -432,7 +432,7 @@ command("config", "config | config set <name> <value>", "show the settings, or c
     end
     local rows = {}
     for i, r in ipairs(s.cfg:rows(s.db)) do
-      rows[i] = { r.name, cell(r.value), r.source, r.live and "yes" or "no" }
+      rows[i] = { r.name, cell(r.value), r.source, r.live == nil and "?" or (r.live and "yes" or "no") }
     end
     return M.table({ "setting", "value", "source", "live" }, rows)
   end

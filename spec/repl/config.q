@@ -9,7 +9,7 @@
 ~^OK: sync_writes = true
 > config set log_level warn
 ~^OK: log_level = warn
-> lua local t = {}; for l in io.lines(cfg.path) do t[#t + 1] = l end; return table.concat(t, " ")
+> lua local t = {}; for l in io.lines(cfg.path) do if not l:find('"mode"') then t[#t + 1] = l end end; return table.concat(t, " ")
 "{   \"bloom_fpr_dev\": 0.02,   \"log_level\": \"warn\",   \"max_memtable_entries\": 20,   \"sync_writes\": true }"
 > config
 ~^setting +value +source +live$
