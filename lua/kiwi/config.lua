@@ -323,6 +323,10 @@ function M.write_file(path, t)
     uv.fs_unlink(tmp)
     return nil, format("io error: %s: %s: %s", path, what, tostring(err)), "io error"
   end
+  local st = uv.fs_stat(path)
+  if st and st.type ~= "file" then -- never rename over /dev/null or a directory
+    return nil, format("io error: %s: not a regular file (%s)", path, st.type), "io error"
+  end
   local fd, err = uv.fs_open(tmp, "w", tonumber("644", 8))
   if not fd then
     return ioerr("create " .. tmp, err)

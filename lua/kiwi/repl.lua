@@ -688,7 +688,8 @@ function M.open(opts)
         "io error"
     end
   end
-  local fresh = not uv.fs_stat(cfg.data .. "/CURRENT") -- a new db: it keeps this mode
+  -- a new db keeps its mode: recorded in its own config.json (not in a file given with --config)
+  local fresh = not opts.config and not uv.fs_stat(cfg.data .. "/CURRENT")
   local lok, lerr = log.configure(cfg:log_options())
   if not lok then
     return nil, "invalid argument: logs: " .. tostring(lerr), "invalid argument"
