@@ -220,9 +220,6 @@ static kiwi_status block_acquire(kw_table *t, const kw_table_index *ix, uint32_t
     if (st == KIWI_OK && ref->handle == NULL) { /* not cached: the map, CRC checked */
         st = kw_table_check_block(t, NULL, e->offset, e->size, "block", errmsg);
         contents = kw_slice_make(t->map.data + e->offset, e->size);
-    } else if (st == KIWI_OK) {
-        for (size_t o = 0; o < contents.size; o += 64) /* PREFETCH_TEST */
-            __builtin_prefetch(contents.data + o);
     }
     if (st == KIWI_OK)
         st = kw_block_parse(&ref->block, contents, t->path, e->offset, "block", errmsg);
