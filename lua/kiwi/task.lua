@@ -171,6 +171,7 @@ end
 
 resume = function(t, ...)
   t.state = "running"
+  t.nresumes = t.nresumes + 1
   return after(t, co_resume(t.co, ...))
 end
 
@@ -190,7 +191,7 @@ local function new_task(fn, ...)
     end
   end
   next_id = next_id + 1
-  local t = setmetatable({ id = next_id, state = "ready", args = pack(...) }, Task)
+  local t = setmetatable({ id = next_id, state = "ready", args = pack(...), nresumes = 0 }, Task)
   t.co = co_create(function()
     local args = t.args -- the arguments live in the task's own frame, not in the scheduler's
     t.args = nil
@@ -361,9 +362,11 @@ function M.run(fn, ...)
     error(err, 0)
   end
   if nalive > 0 then
+    local main_done = finished(main)
     local n = abandon_all("kiwi.run: the loop stopped before the task finished")
-    if not finished(main) then
-      error("kiwi.run: the loop stopped with " .. n .. " unfinished task(s)", 2)
+    if not main_done then
+      error("kiwi.run: the loop stopped with " .. n .. " unfinished task(s): nothing was left "
+        .. "to wake them, or uv.stop() was called", 2)
     end
   end
   if main.state == "done" then
@@ -406,6 +409,12 @@ function Task:result()
     error("kiwi.task " .. self.id .. " has not finished", 2)
   end
   return outcome(self)
+end
+
+--- How many times the task has been resumed: 1 + the number of times it yielded so far (a call
+-- that returns without the count changing did not yield). For tests and diagnostics.
+function Task:resumes()
+  return self.nresumes
 end
 
 function Task:__tostring()
