@@ -128,11 +128,41 @@ check-lua:
 	luacheck --quiet lua spec scripts/kiwi
 
 # ---- bench --------------------------------------------------------------------------------
-bench: $(REL)/kiwi_bench
-	$(REL)/kiwi_bench
+# kiwi_bench (every core/bench/*.c) runs db_bench's workloads on kiwi and, side by side, on
+# LevelDB and RocksDB through their C APIs, and writes docs/benchmarks.md. `scripts/bootstrap
+# bench` installs the peers (as root); each one is compiled in only when its header exists, so
+# without them kiwi runs alone and the report says so. The peer flags are recorded in
+# bench.flags, so kiwi_bench is rebuilt when a peer appears or goes.
+#   make bench                       N = 1,000,000, 3 rounds (several minutes)
+#   make bench-quick                 --quick: N = 100,000, 1 round, docs/benchmarks.md untouched
+#   make bench BENCH_ARGS='--engines=kiwi --benchmarks=fillrandom,readrandom'
+BENCH_SRC := $(sort $(wildcard core/bench/*.c))
+BENCH_HDR := $(wildcard core/bench/*.h)
+BENCH_LEVELDB = $(wildcard /usr/include/leveldb/c.h)
+BENCH_ROCKSDB = $(wildcard /usr/include/rocksdb/c.h)
+BENCH_DEFS = $(if $(BENCH_LEVELDB),-DKIWI_BENCH_LEVELDB) $(if $(BENCH_ROCKSDB),-DKIWI_BENCH_ROCKSDB)
+BENCH_LIBS = $(if $(BENCH_LEVELDB),-lleveldb) $(if $(BENCH_ROCKSDB),-lrocksdb)
+BENCH_ARGS ?=
 
-$(REL)/kiwi_bench: core/bench/kiwi_bench.c $(REL)/libkiwi.a
-	$(CC) $(BASE_CFLAGS) $(OPT) $< $(REL)/libkiwi.a $(LIBS) -o $@
+.PHONY: bench-quick bench-build bench-flags-check
+
+bench:
+	@scripts/bootstrap bench || echo "make bench: LevelDB/RocksDB not installed; kiwi runs alone" >&2
+	@$(MAKE) --no-print-directory bench-build
+	$(REL)/kiwi_bench $(BENCH_ARGS)
+
+bench-quick:
+	@$(MAKE) --no-print-directory bench BENCH_ARGS="--quick $(BENCH_ARGS)"
+
+bench-build: $(REL)/kiwi_bench
+
+$(REL)/bench.flags: bench-flags-check
+	@mkdir -p $(@D)
+	@echo '$(BENCH_DEFS) $(BENCH_LIBS)' | cmp -s - $@ || echo '$(BENCH_DEFS) $(BENCH_LIBS)' > $@
+
+$(REL)/kiwi_bench: $(BENCH_SRC) $(BENCH_HDR) $(REL)/libkiwi.a $(REL)/bench.flags
+	$(CC) $(BASE_CFLAGS) $(OPT) $(BENCH_DEFS) $(BENCH_SRC) $(REL)/libkiwi.a $(BENCH_LIBS) \
+	  $(LIBS) -o $@
 
 # ---- install ------------------------------------------------------------------------------
 LUA_LIBDIR := $(PREFIX)/lib/lua/5.4
