@@ -230,20 +230,17 @@ void print_report(FILE *f, const report *p, bool markdown)
 {
     const char *h = markdown ? "### " : "";
     fprintf(f, "%sThroughput (median of %d round%s)\n\n", h, p->rounds, p->rounds > 1 ? "s" : "");
-#if !defined(KIWI_BENCH_LEVELDB) || !defined(KIWI_BENCH_ROCKSDB)
-    fprintf(f, "Peers not built into this kiwi_bench (their headers were missing): %s%s.\n\n",
-#ifndef KIWI_BENCH_LEVELDB
-            "leveldb ",
-#else
-            "",
+    const char *missing = "";
+#if !defined(KIWI_BENCH_LEVELDB) && !defined(KIWI_BENCH_ROCKSDB)
+    missing = "leveldb, rocksdb";
+#elif !defined(KIWI_BENCH_LEVELDB)
+    missing = "leveldb";
+#elif !defined(KIWI_BENCH_ROCKSDB)
+    missing = "rocksdb";
 #endif
-#ifndef KIWI_BENCH_ROCKSDB
-            "rocksdb"
-#else
-            ""
-#endif
-    );
-#endif
+    if (missing[0])
+        fprintf(f, "Peers not built into this kiwi_bench (their headers were missing): %s.\n\n",
+                missing);
     print_throughput(f, p);
     fprintf(f, "\n%sWrite and space amplification (medians)\n\n", h);
     print_amplification(f, p);
