@@ -311,13 +311,39 @@ kiwi_status kw_table_rebuild_index(const kw_table *t, bool copy_all, kw_table_in
 
 /* ---- open / close ---------------------------------------------------------------------------- */
 
+/* Drops every cache entry of the table, so no dead entries linger. The index and filter are one
+ * key each. Data blocks: a walk of the whole tier (kw_cache_erase_file) costs O(tier entries),
+ * about 25 ns each; when the table has far fewer blocks than the tier holds, its blocks are
+ * erased one by one instead, their offsets read from the index block in the map. */
+static void erase_cached(kw_table *t)
+{
+    kw_cache_erase(t->cache->index, t->number, t->meta_off[2]);
+    kw_cache_erase(t->cache->bloom, t->number, t->meta_off[0]);
+    kw_cache_stats s;
+    kw_cache_get_stats(t->cache->data, &s);
+    kw_block b;
+    if (s.entries == 0)
+        return;
+    if (t->props.data_blocks * 4 > s.entries ||
+        kw_block_parse(&b, t->index_block, t->path, t->meta_off[2], "index block", NULL) !=
+            KIWI_OK) {
+        kw_cache_erase_file(t->cache->data, t->number);
+        return;
+    }
+    kw_block_iter it;
+    kw_block_iter_init(&it, &b);
+    for (kw_iter_seek_to_first(&it.base); it.valid; kw_iter_next(&it.base)) {
+        uint64_t off;
+        if (kw_decode_varint64(it.value.data, it.value.data + it.value.size, &off) != NULL)
+            kw_cache_erase(t->cache->data, t->number, off);
+    }
+    kw_block_iter_cleanup(&it);
+}
+
 static void table_free(kw_table *t)
 {
-    if (t->cache != NULL) { /* no dead entries linger after the table */
-        kw_cache_erase_file(t->cache->data, t->number);
-        kw_cache_erase_file(t->cache->index, t->number);
-        kw_cache_erase_file(t->cache->bloom, t->number);
-    }
+    if (t->cache != NULL)
+        erase_cached(t);
     kw_munmap(&t->map);
     kw_table_props_free(&t->props);
     free(t->own_index);
