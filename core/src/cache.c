@@ -88,7 +88,7 @@ static kw_cache_handle **find_slot(shard *s, uint64_t file, uint64_t offset, uin
 static void grow(shard *s)
 {
     size_t n = s->nbuckets * 2;
-    kw_cache_handle **b = kw_calloc(n, sizeof *b);
+    kw_cache_handle **b = kw_calloc(n, sizeof(kw_cache_handle *));
     for (size_t i = 0; i < s->nbuckets; i++) {
         kw_cache_handle *e = s->buckets[i];
         while (e != NULL) {
@@ -200,7 +200,7 @@ kw_cache *kw_cache_create(size_t capacity)
         shard *s = &c->shards[i];
         pthread_mutex_init(&s->mu, NULL);
         s->nbuckets = 16;
-        s->buckets = kw_calloc(s->nbuckets, sizeof *s->buckets);
+        s->buckets = kw_calloc(s->nbuckets, sizeof(kw_cache_handle *));
         s->lru.next = s->lru.prev = &s->lru;
         atomic_init(&s->oldest, UINT64_MAX);
     }
