@@ -159,8 +159,9 @@ kw_iter *kw_table_iter_ex(kw_table *t, bool fill_cache);
 kiwi_status kw_table_verify(kw_table *t, char **errmsg);
 
 /* ---- reader internals --------------------------------------------------------------------- *
- * Shared by table.c (open: footer, properties, index parsing, close) and table_iter.c (reads:
- * the cache tiers, point lookups, the iterator, verification). No other module may use them. */
+ * Shared by table.c (open: footer, properties, index parsing; close; verification) and
+ * table_iter.c (reads: the cache tiers, point lookups, the iterator). No other module may use
+ * them: the struct is here only so that the reader can live in two files. */
 
 typedef struct {
     const char *key;  /* the block's last internal key (into the map, or into the index's copies) */
