@@ -76,6 +76,12 @@ typedef struct {
  * kiwi_options_set validates type and range and fails with KIWI_INVALID_ARGUMENT naming the
  * setting and the allowed range. Not thread-safe: set options before sharing the handle. */
 kiwi_options *kiwi_options_create(const char *mode);
+/* Every setting as a JSON array (kiwi_free it): [{"name", "type" ("uint", "number", "bool",
+ * "enum"), "min", "max" (numbers; null for bool/enum), "choices" (enum: array, else null),
+ * "live" (bool), "dev", "prod" (defaults, as config.json strings)}, ...]. The one table
+ * kiwi_options_set and kiwi_set_option validate against, for tools that validate config.json
+ * before opening. */
+char *kiwi_settings_describe(void);
 kiwi_status kiwi_options_set(kiwi_options *, const char *name, const char *value, char **errmsg);
 void kiwi_options_destroy(kiwi_options *);
 

@@ -233,6 +233,52 @@ void kw_options_to_json(const kiwi_options *o, kw_buf *out)
 
 /* ---- public API ---- */
 
+static const char *type_name(setting_type t)
+{
+    switch (t) {
+    case T_UINT: return "uint";
+    case T_DOUBLE: return "number";
+    case T_BOOL: return "bool";
+    case T_ENUM: return "enum";
+    }
+    return "unknown";
+}
+
+char *kiwi_settings_describe(void)
+{
+    kw_buf b;
+    kw_buf_init(&b);
+    kw_buf_push(&b, '[');
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const setting *s = &SETTINGS[i];
+        bool ranged = s->type == T_UINT || s->type == T_DOUBLE;
+        kw_buf_printf(&b, "%s{\"name\":\"%s\",\"type\":\"%s\",", i ? "," : "", s->name,
+                      type_name(s->type));
+        if (ranged)
+            kw_buf_printf(&b, "\"min\":%.17g,\"max\":%.17g,", s->min, s->max);
+        else
+            kw_buf_printf(&b, "\"min\":null,\"max\":null,");
+        if (s->type == T_ENUM) {
+            kw_buf_printf(&b, "\"choices\":[");
+            const char *p = s->choices;
+            for (int n = 0; p && *p; n++) {
+                const char *bar = strchr(p, '|');
+                size_t len = bar ? (size_t)(bar - p) : strlen(p);
+                kw_buf_printf(&b, "%s\"%.*s\"", n ? "," : "", (int)len, p);
+                p = bar ? bar + 1 : NULL;
+            }
+            kw_buf_printf(&b, "],");
+        } else {
+            kw_buf_printf(&b, "\"choices\":null,");
+        }
+        kw_buf_printf(&b, "\"live\":%s,\"dev\":\"%s\",\"prod\":\"%s\"}",
+                      s->live ? "true" : "false", s->dev_default, s->prod_default);
+    }
+    kw_buf_push(&b, ']');
+    kw_buf_push(&b, '\0');
+    return b.data;
+}
+
 kiwi_options *kiwi_options_create(const char *mode)
 {
     kiwi_options *o = kw_malloc(sizeof *o);

@@ -178,8 +178,38 @@ static void test_live_settings_under_load(void)
     ctest_rmtree(dir);
 }
 
+/* Every setting kiwi_settings_describe lists accepts its own dev and prod defaults. */
+static void test_settings_describe(void)
+{
+    char *d = kiwi_settings_describe();
+    CHECK(d && d[0] == '[');
+    int n = 0;
+    const char *p = d;
+    kiwi_options *dev = kiwi_options_create("dev"), *prod = kiwi_options_create("prod");
+    while ((p = strstr(p, "{\"name\":\"")) != NULL) {
+        char name[64] = "", dv[64] = "", pv[64] = "";
+        CHECK(sscanf(p, "{\"name\":\"%63[^\"]\"", name) == 1);
+        const char *q = strstr(p, "\"dev\":\"");
+        CHECK(q && sscanf(q, "\"dev\":\"%63[^\"]\",\"prod\":\"%63[^\"]\"", dv, pv) == 2);
+        char *err = NULL;
+        CHECK(kiwi_options_set(dev, name, dv, &err) == KIWI_OK);
+        CHECK(kiwi_options_set(prod, name, pv, &err) == KIWI_OK);
+        if (err)
+            fprintf(stderr, "%s: %s\n", name, err);
+        kiwi_free(err);
+        n++;
+        p++;
+    }
+    CHECK(n >= 20);
+    CHECK(strstr(d, "\"name\":\"flush_max_workers\",\"type\":\"uint\",\"min\":1,\"max\":16,"));
+    kiwi_options_destroy(dev);
+    kiwi_options_destroy(prod);
+    kiwi_free(d);
+}
+
 int main(void)
 {
+    RUN(test_settings_describe);
     RUN(test_trace_each_layer);
     RUN(test_live_settings_under_load);
     return ctest_summary();
