@@ -10,6 +10,9 @@
  *              [--write_buffer_mb=X] [--cache_mb=X] [--index_cache_mb=X] [--bloom_cache_mb=X]
  *              [--bloom_bits=N] [--block_size=N] [--mode=prod|dev] [--set=name=value]...
  *              [--markdown=FILE|none] [--keep_db]
+ *
+ * --db defaults to a new /tmp/kiwi_bench.XXXXXX of this run (removed at the end unless
+ * --keep_db), so two runs, or anyone else's files, never share a directory.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -227,7 +230,7 @@ static void parse_arg(config *c, const char *a)
 static void parse_args(config *c, int argc, char **argv)
 {
     struct stat st;
-    *c = (config){.benchmarks = DEFAULT_BENCHMARKS, .db = "/tmp/kiwi_bench", .mode = "prod",
+    *c = (config){.benchmarks = DEFAULT_BENCHMARKS, .db = NULL, .mode = "prod",
                   .engines = "kiwi,leveldb,rocksdb", .num = 1000000, .reads = -1,
                   .sync_num = 2000, .value_size = 100, .rounds = 3, .write_buffer_mb = 64,
                   .cache_mb = 8, .index_cache_mb = 16, .bloom_cache_mb = 16, .bloom_bits = 10,
@@ -288,6 +291,9 @@ int main(int argc, char **argv)
     parse_list(&b);
     parse_engines(&b);
     values_init(b.cfg.value_size);
+    static char tmpdir[] = "/tmp/kiwi_bench.XXXXXX"; /* default: private to this run */
+    if (!b.cfg.db && !(b.cfg.db = mkdtemp(tmpdir)))
+        bench_die("mkdtemp %s: %s", tmpdir, strerror(errno));
     check_db_dir(b.cfg.db);
     if (mkdir(b.cfg.db, 0755) != 0 && errno != EEXIST)
         bench_die("--db=%s: %s", b.cfg.db, strerror(errno));
@@ -315,6 +321,8 @@ int main(int argc, char **argv)
     p.used_wchar = b.used_wchar;
     if (!b.cfg.keep_db)
         remove_tree(b.cfg.db, false);
+    else
+        fprintf(stderr, "kept the dbs under %s\n", b.cfg.db);
     print_report(stdout, &p, false);
     if (b.cfg.markdown) {
         write_markdown(&p);
