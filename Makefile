@@ -30,8 +30,10 @@ TSAN_TESTS := $(filter test_skiplist test_concurrency test_arena test_crc32c tes
 REL := build/release
 ASAN := build/asan
 TSAN := build/tsan
+CRASH := build/crash
 
-.PHONY: all help bootstrap lib module run test test-c test-asan test-tsan test-lua check \
+.PHONY: all help bootstrap lib module run test test-c test-asan test-tsan test-crash crashtest \
+        test-lua check \
         check-cc check-tidy check-cppcheck check-lua bench clean install uninstall
 
 all: lib module
@@ -64,8 +66,10 @@ $(eval $(call flavour,$(REL),$(OPT)))
 # (the flags live in variables: a comma inside $(call ...) would split the argument)
 ASAN_FLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 TSAN_FLAGS := -O1 -fsanitize=thread
+CRASH_FLAGS := -O2 -DKIWI_KILL_POINTS
 $(eval $(call flavour,$(ASAN),$$(ASAN_FLAGS)))
 $(eval $(call flavour,$(TSAN),$$(TSAN_FLAGS)))
+$(eval $(call flavour,$(CRASH),$$(CRASH_FLAGS)))
 
 lib: bootstrap-quiet $(REL)/libkiwi.a
 
@@ -94,7 +98,7 @@ run: all
 # ---- tests --------------------------------------------------------------------------------
 test: bootstrap-quiet
 	@rm -f build/test-results
-	@$(MAKE) --no-print-directory test-c test-asan test-tsan test-lua
+	@$(MAKE) --no-print-directory test-c test-asan test-tsan test-crash test-lua
 	@awk '{p+=$$1; f+=$$2} END {printf "total: %d passed, %d failed\n", p, f}' build/test-results
 
 test-c: $(addprefix $(REL)/test/,$(CTEST_NAMES))
@@ -106,6 +110,15 @@ test-asan: $(addprefix $(ASAN)/test/,$(CTEST_NAMES))
 
 test-tsan: $(addprefix $(TSAN)/test/,$(TSAN_TESTS))
 	@TSAN_OPTIONS=halt_on_error=1 scripts/run-ctests $(TSAN)/test $(TSAN_TESTS)
+
+# The crash loop: random SIGKILLs plus every named kill point (build/crash has them compiled in).
+# make test runs a short loop; `make crashtest CYCLES=N` runs N cycles of each kind.
+test-crash: $(CRASH)/test/test_crash
+	@scripts/run-ctests $(CRASH)/test test_crash
+
+crashtest: $(CRASH)/test/test_crash
+	@KIWI_CRASH_CYCLES=$(or $(CYCLES),200) KIWI_CTEST_TIMEOUT=86400 \
+	  scripts/run-ctests $(CRASH)/test test_crash
 
 test-lua: all
 	@$(LUA_ENV) KIWI_LUA="$(LUA)" scripts/run-specs spec

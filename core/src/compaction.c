@@ -10,6 +10,7 @@
 
 #include "dbformat.h"
 #include "env.h"
+#include "killpoint.h"
 #include "merge_iter.h"
 #include "table.h"
 
@@ -329,7 +330,8 @@ static kiwi_status merge(run_ctx *r, uint64_t smallest_snapshot, const kw_versio
             st = start_output(r, errmsg);
         if (st == KIWI_OK) {
             kw_table_builder_add(r->b, ikey, kw_iter_value(it));
-            r->stats->entries_out++;
+            if (++r->stats->entries_out == 100)
+                kw_kill_point("compaction.mid");
         }
     }
     if (st == KIWI_OK)

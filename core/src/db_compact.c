@@ -16,6 +16,7 @@
 #include "compaction.h"
 #include "db.h"
 #include "env.h"
+#include "killpoint.h"
 
 uint64_t kw_db_smallest_snapshot(kiwi_db *db)
 {
@@ -87,6 +88,7 @@ static kiwi_status run_compaction(kiwi_db *db, kw_compaction *c, char **errmsg)
     pthread_mutex_lock(&db->mu);
     if (st == KIWI_OK) {
         kw_db_commit_begin(db);
+        kw_kill_point("compaction.before_commit");
         st = kw_vset_log_and_apply(db->vs, &edit, &db->mu, &err);
         kw_db_commit_end(db);
         if (st != KIWI_OK)

@@ -16,6 +16,7 @@
 
 #include "db.h"
 #include "env.h"
+#include "killpoint.h"
 #include "table.h"
 
 void kw_flush_enqueue(kiwi_db *db, kw_memtable *mem, uint64_t first_wal)
@@ -54,8 +55,12 @@ static kiwi_status build_table(kiwi_db *db, kw_flush_job *j, const kw_table_opti
     kiwi_status st = kw_table_builder_create(path, topts, &b, errmsg);
     if (st == KIWI_OK) {
         kw_iter *it = kw_memtable_iter(j->mem);
-        for (kw_iter_seek_to_first(it); kw_iter_valid(it); kw_iter_next(it))
+        uint64_t half = kw_memtable_entries(j->mem) / 2, n = 0;
+        for (kw_iter_seek_to_first(it); kw_iter_valid(it); kw_iter_next(it)) {
             kw_table_builder_add(b, kw_iter_key(it), kw_iter_value(it));
+            if (++n == half)
+                kw_kill_point("sst.mid_write");
+        }
         kw_iter_destroy(it);
         kw_table_props props;
         memset(&props, 0, sizeof props);
@@ -96,7 +101,11 @@ static void remove_wals_below(kiwi_db *db, uint64_t from, uint64_t to)
 {
     for (uint64_t n = from; n < to; n++) {
         char *path = kw_numbered_path(db->path, n, "log");
-        kw_remove_file(path, NULL); /* most numbers in the range are SSTables: ENOENT is fine */
+        if (kw_path_exists(path)) {
+            kw_kill_point("file.before_delete");
+            kw_remove_file(path, NULL);
+            kw_kill_point("file.after_delete");
+        }
         free(path);
     }
 }
@@ -133,6 +142,7 @@ void kw_flush_try_commit(kiwi_db *db)
         kw_edit_set_log_number(&edit, new_log);
         kw_edit_set_last_seq(&edit, atomic_load(&db->visible_seq));
         char *err = NULL;
+        kw_kill_point("sst.before_commit");
         kiwi_status st = kw_vset_log_and_apply(db->vs, &edit, &db->mu, &err);
         kw_edit_free(&edit);
         if (st == KIWI_OK) {

@@ -18,6 +18,7 @@
 
 #include "db.h"
 #include "env.h"
+#include "killpoint.h"
 
 #define MAX_GROUP_BYTES (1u << 20) /* a group stops growing past 1 MiB of payload */
 #define MAX_GROUP_SIZE 256
@@ -184,9 +185,12 @@ static kiwi_status commit_group(kiwi_db *db, kw_writer **group, size_t n, bool s
     }
     kiwi_status st = n == 1 ? kw_wal_writer_add(wal, parts[0], errmsg)
                             : kw_wal_writer_add_many(wal, parts, n, errmsg);
+    kw_kill_point("wal.after_append");
     if (st == KIWI_OK && sync) {
+        kw_kill_point("wal.before_sync");
         st = kw_wal_writer_sync(wal, errmsg);
         atomic_fetch_add(&db->stats.wal_syncs, 1);
+        kw_kill_point("wal.after_sync");
     }
     if (st != KIWI_OK)
         return st;

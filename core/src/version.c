@@ -10,6 +10,7 @@
 
 #include "dbformat.h"
 #include "env.h"
+#include "killpoint.h"
 
 /* ---- file metadata ---------------------------------------------------------------------- */
 
@@ -41,8 +42,11 @@ static void meta_free(kw_file_meta *m)
 {
     if (m->table)
         kw_table_unref(m->table);
-    if (atomic_load(&m->obsolete))
+    if (atomic_load(&m->obsolete)) {
+        kw_kill_point("file.before_delete");
         kw_remove_file(m->path, NULL); /* best effort: a leftover is removed at next open */
+        kw_kill_point("file.after_delete");
+    }
     free(m->smallest);
     free(m->largest);
     free(m->path);
@@ -240,6 +244,7 @@ static kiwi_status start_new_manifest(kw_vset *vs, char **errmsg)
     if (st == KIWI_OK)
         st = kw_wal_writer_sync(w, errmsg);
     if (st == KIWI_OK) {
+        kw_kill_point("manifest.before_current");
         char current[80];
         int n = snprintf(current, sizeof current, "MANIFEST-%06" PRIu64 "\n", number);
         st = kw_write_file_atomic(vs->dir, "CURRENT", current, (size_t)n, errmsg);
@@ -451,6 +456,8 @@ kiwi_status kw_vset_log_and_apply(kw_vset *vs, kw_version_edit *edit, pthread_mu
         st = kw_wal_writer_add(vs->manifest, kw_slice_make(payload.data, payload.len), errmsg);
     if (st == KIWI_OK)
         st = kw_wal_writer_sync(vs->manifest, errmsg);
+    if (st == KIWI_OK)
+        kw_kill_point("manifest.after_commit");
     pthread_mutex_lock(mu);
 
     if (st == KIWI_OK) {
