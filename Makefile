@@ -33,7 +33,7 @@ TSAN := build/tsan
 CRASH := build/crash
 
 .PHONY: all help bootstrap lib module run test test-c test-asan test-tsan test-crash crashtest \
-        test-lua check \
+        test-lua test-lua-asan test-valgrind check \
         check-cc check-tidy check-cppcheck check-lua bench clean install uninstall
 
 all: lib module
@@ -98,7 +98,8 @@ run: all
 # ---- tests --------------------------------------------------------------------------------
 test: bootstrap-quiet
 	@rm -f build/test-results
-	@$(MAKE) --no-print-directory test-c test-asan test-tsan test-crash test-lua
+	@$(MAKE) --no-print-directory test-c test-asan test-tsan test-crash test-valgrind test-lua \
+	  test-lua-asan
 	@awk '{p+=$$1; f+=$$2} END {printf "total: %d passed, %d failed\n", p, f}' build/test-results
 
 test-c: $(addprefix $(REL)/test/,$(CTEST_NAMES))
@@ -119,6 +120,33 @@ test-crash: $(CRASH)/test/test_crash
 crashtest: $(CRASH)/test/test_crash
 	@KIWI_CRASH_CYCLES=$(or $(CYCLES),200) KIWI_CTEST_TIMEOUT=86400 \
 	  scripts/run-ctests $(CRASH)/test test_crash
+
+# valgrind: no leak and no invalid access across open / write / read / flush / compact / close,
+# the fault paths and the corruption paths.
+VALGRIND_TESTS := test_introspection test_faults test_corruption
+test-valgrind: $(addprefix $(REL)/test/,$(VALGRIND_TESTS))
+	@pass=0; fail=0; for t in $(VALGRIND_TESTS); do \
+	  if valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	       --error-exitcode=1 $(REL)/test/$$t > build/valgrind-$$t.log 2>&1; then \
+	    pass=$$((pass+1)); echo "ok   valgrind $$t"; \
+	  else fail=$$((fail+1)); echo "FAIL valgrind $$t"; tail -40 build/valgrind-$$t.log; fi; \
+	done; echo "$$pass $$fail" >> build/test-results; \
+	echo "valgrind: $$pass passed, $$fail failed"; [ $$fail -eq 0 ]
+
+# The busted specs against an ASan+UBSan build of the engine and binding (lua5.4 itself is not
+# instrumented, so libasan is preloaded).
+ASAN_MODULE := $(ASAN)/kiwi/core.so
+$(ASAN_MODULE): $(BINDING_SRC) $(wildcard core/binding/*.h) $(ASAN)/libkiwi.a
+	@mkdir -p $(ASAN)/kiwi
+	$(CC) $(BASE_CFLAGS) $(ASAN_FLAGS) $(LUA_CFLAGS) -shared $(BINDING_SRC) $(ASAN)/libkiwi.a \
+	  -llua5.4-luv $(LIBS) -o $@
+
+test-lua-asan: $(ASAN_MODULE) all
+	@LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/web/?.lua;;" \
+	 LUA_CPATH="$(CURDIR)/$(ASAN)/?.so;;" KIWI_LUA="$(LUA)" KIWI_MODULE_DIR="$(CURDIR)/$(ASAN)" \
+	 LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	 scripts/run-specs spec
 
 test-lua: all
 	@$(LUA_ENV) KIWI_LUA="$(LUA)" scripts/run-specs spec
