@@ -56,6 +56,7 @@ typedef struct {
     lkiwi_sink *sink;  /* engine events of this db; NULL until open starts. Freed by __gc only */
     lkiwi_state *st;   /* the loop state of the lua_State that made it */
     int working;       /* worker jobs on this db whose work has not finished (guarded by st->mu) */
+    bool has_handler;  /* an on_event handler was given (user value 3) */
     bool opening;      /* a task's open job is in flight */
     bool closing;      /* close started (in a task: the close job is in flight) */
 } lkiwi_db;
@@ -238,8 +239,6 @@ void lkiwi_state_wake(lkiwi_state *st);
 lkiwi_state *lkiwi_state_get(lua_State *L);
 /* True if L is a kiwi task that may yield here (registered in core.tasks, yieldable). */
 bool lkiwi_in_task(lua_State *L);
-/* True if L is the main thread and the luv loop is not running (events may be delivered now). */
-bool lkiwi_loop_idle(lua_State *L);
 /* A zeroed request for L's state and the db handle d (or NULL). */
 lkiwi_areq *lkiwi_areq_new(lua_State *L, lkiwi_db *d);
 /* Anchors the value at idx in slot 0 or 1 of a->refs. */

@@ -116,6 +116,7 @@ int lkiwi_db_open(lua_State *L)
     lkiwi_db *d = (lkiwi_db *)lua_newuserdatauv(L, sizeof *d, 3); /* -- db */
     memset(d, 0, sizeof *d);
     d->st = st;
+    d->has_handler = has_handler;
     luaL_setmetatable(L, LKIWI_DB);
     int dbidx = lua_gettop(L);
     lua_newtable(L); /* the children, weak keys */
@@ -172,7 +173,14 @@ int lkiwi_db_open(lua_State *L)
 
 void lkiwi_db_after_call(lua_State *L, int dbidx, lkiwi_db *d)
 {
-    if (d->sink != NULL && lkiwi_sink_pending(d->sink) && lkiwi_loop_idle(L))
+    /* cheapest tests first: this runs after every blocking call */
+    if (!d->has_handler || d->sink == NULL || !lkiwi_sink_pending(d->sink))
+        return;
+    if (*d->st->loop_mode >= 0)
+        return; /* the loop runs: its async callback delivers */
+    int ismain = lua_pushthread(L);
+    lua_pop(L, 1);
+    if (ismain)
         lkiwi_events_deliver_db(L, dbidx);
 }
 

@@ -360,16 +360,6 @@ bool lkiwi_in_task(lua_State *L)
     return r;
 }
 
-bool lkiwi_loop_idle(lua_State *L)
-{
-    int ismain = lua_pushthread(L);
-    lua_pop(L, 1);
-    if (!ismain)
-        return false;
-    lkiwi_state *st = lkiwi_state_get(L);
-    return *st->loop_mode < 0;
-}
-
 /* core.set_dispatch(fn): the function completions call as fn(co, results...). */
 static int core_set_dispatch(lua_State *L)
 {

@@ -218,6 +218,11 @@ local function wait_here(t)
   return co_yield(WAIT)
 end
 
+-- Stopped timers kept for the next sleep: no handle is created or closed per sleep (a handle
+-- closed just before the Lua state closes trips luv 1.44's close callback on freed memory).
+local spare_timers = {}
+local SPARE_MAX = 256
+
 --- Pauses the current task for `ms` milliseconds (a luv timer). Outside a task: blocks.
 -- @tparam number ms
 function M.sleep(ms)
@@ -229,9 +234,14 @@ function M.sleep(ms)
     uv.sleep(math.floor(ms))
     return
   end
-  local timer = uv.new_timer()
+  local timer = table.remove(spare_timers) or uv.new_timer()
   timer:start(math.floor(ms), 0, function()
-    timer:close()
+    timer:stop()
+    if #spare_timers < SPARE_MAX then
+      spare_timers[#spare_timers + 1] = timer
+    else
+      timer:close()
+    end
     if t.state == "waiting" then
       resume(t)
     end

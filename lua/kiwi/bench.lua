@@ -1,0 +1,489 @@
+--- kiwi.bench: db_bench workloads through the Lua API, blocking and in tasks, next to the C figures.
+--
+--     local bench = require("kiwi.bench")
+--     local res = bench.run({ num = 100000 })           -- prints tables as it goes
+--     io.write(bench.markdown(res))                      -- the same as Markdown
+--
+-- Each workload list runs three ways: `blocking` (plain calls, no loop), `task` (the same calls
+-- from one kiwi task: every write and every get that misses memory yields to the loop) and
+-- `tasks64` (64 tasks sharing the work: disjoint slices of the keys, or of the key range for
+-- readseq). Then sync puts from 1, 8, 64 and 512 tasks show group commit: ops/s and fsyncs per
+-- write (stats `wal_syncs`).
+--
+-- The workloads follow core/bench (docs/benchmarks.md, "Method"): 16-byte keys `%016d`, values of
+-- `value_size` printable pseudo-random bytes whose second half repeats the first; fillseq,
+-- fillrandom, fillbatch (1000 puts per batch) and fillsync (`sync_num` random sync puts) start
+-- from an empty db; overwrite, readrandom (`num` random gets) and readseq (one db:scan over the
+-- db, ops = pairs) run on the db the previous ones left; after every writing workload db:flush()
+-- runs outside the timed region. When the C figures are known (opts.c, or measured by running
+-- the C bench with the same workloads and num), each row shows the Lua/C ratio.
+-- @module kiwi.bench
+
+local kiwi = require("kiwi")
+local uv = require("luv")
+
+local M = {}
+
+local DEFAULT_WORKLOADS = { "fillseq", "fillrandom", "overwrite", "readrandom", "readseq",
+  "fillsync", "fillbatch" }
+local FRESH = { fillseq = true, fillrandom = true, fillbatch = true, fillsync = true }
+local WRITES = { fillseq = true, fillrandom = true, overwrite = true, fillbatch = true,
+  fillsync = true }
+local MODES = { "blocking", "task", "tasks64" }
+local BATCH = 1000
+
+local fmt = string.format
+
+-- ---- data -----------------------------------------------------------------------------------------
+
+-- Values: 4096 precomputed slices of a pool of printable pseudo-random bytes, each made of a half
+-- and its repetition (so they compress to about 50%, like db_bench's). Precomputing keeps the
+-- cost of making a value out of the timed loop, as the C bench's pointer into its pool does.
+local function value_maker(size)
+  local pool = {}
+  for i = 1, 65536 do
+    pool[i] = string.char(32 + math.random(0, 94))
+  end
+  pool = table.concat(pool)
+  local half = size // 2
+  local vals = {}
+  for j = 0, 4095 do
+    local off = (j * 7919) % (#pool - size) + 1
+    local h = pool:sub(off, off + half - 1)
+    vals[j] = h .. h .. pool:sub(off, off + (size - 2 * half) - 1)
+  end
+  return function(i)
+    return vals[i % 4096]
+  end
+end
+
+local function key(i)
+  return fmt("%016d", i)
+end
+
+-- ---- one workload -----------------------------------------------------------------------------
+
+-- Runs body(first, last, stride) over indices 1..n: directly, or split among `tasks` tasks.
+local function split(n, tasks, body)
+  if tasks == 1 then
+    return body(1, n, 1)
+  end
+  local ts = {}
+  for t = 1, tasks do
+    ts[t] = kiwi.spawn(body, t, n, tasks)
+  end
+  for t = 1, tasks do
+    local ok, err = kiwi.wait(ts[t])
+    if ok == nil and err ~= nil then
+      error(err, 0)
+    end
+  end
+end
+
+local function check(ok, msg)
+  if not ok then
+    error("kiwi.bench: " .. tostring(msg), 0)
+  end
+  return ok
+end
+
+-- The operations of each workload: returns the number of ops done.
+local ops = {}
+
+function ops.fillseq(c, tasks)
+  split(c.num, tasks, function(first, last, stride)
+    local put, db, wo, val = c.db.put, c.db, c.nosync, c.value
+    for i = first, last, stride do
+      check(put(db, key(i - 1), val(i), wo))
+    end
+    return true
+  end)
+  return c.num
+end
+
+local function random_puts(c, tasks, n, wo)
+  split(n, tasks, function(first, last, stride)
+    local put, db, val, num = c.db.put, c.db, c.value, c.num
+    local rnd = math.random
+    for i = first, last, stride do
+      check(put(db, key(rnd(0, num - 1)), val(i), wo))
+    end
+    return true
+  end)
+  return n
+end
+
+function ops.fillrandom(c, tasks)
+  return random_puts(c, tasks, c.num, c.nosync)
+end
+
+ops.overwrite = ops.fillrandom
+
+function ops.fillsync(c, tasks)
+  return random_puts(c, tasks, c.sync_num, c.sync)
+end
+
+function ops.fillbatch(c, tasks)
+  local nbatches = (c.num + BATCH - 1) // BATCH
+  split(nbatches, tasks, function(first, last, stride)
+    local b = kiwi.batch()
+    for j = first, last, stride do
+      b:clear()
+      for i = (j - 1) * BATCH, math.min(j * BATCH, c.num) - 1 do
+        b:put(key(i), c.value(i))
+      end
+      check(c.db:write(b, c.nosync))
+    end
+    b:close()
+    return true
+  end)
+  return c.num
+end
+
+function ops.readrandom(c, tasks)
+  local found = 0
+  split(c.num, tasks, function(first, last, stride)
+    local get, db, num, rnd = c.db.get, c.db, c.num, math.random
+    for _ = first, last, stride do
+      local v, msg = get(db, key(rnd(0, num - 1)))
+      if v ~= nil then
+        found = found + 1
+      elseif msg ~= nil then
+        check(nil, msg)
+      end
+    end
+    return true
+  end)
+  c.note = fmt("%d of %d found", found, c.num)
+  return c.num
+end
+
+function ops.readseq(c, tasks)
+  local n = 0
+  split(tasks, tasks, function(first, _, _)
+    -- task t scans keys [num*(t-1)/tasks, num*t/tasks): disjoint slices of the key range
+    local lo = tasks > 1 and key(c.num * (first - 1) // tasks) or nil
+    local hi = tasks > 1 and first < tasks and key(c.num * first // tasks) or nil
+    for _ in c.db:scan(lo, hi) do
+      n = n + 1
+    end
+    return true
+  end)
+  return n
+end
+
+-- ---- running ------------------------------------------------------------------------------------
+
+local function rmtree(path)
+  local st = uv.fs_lstat(path)
+  if not st then
+    return
+  end
+  if st.type == "directory" then
+    local req = uv.fs_scandir(path)
+    while req do
+      local name = uv.fs_scandir_next(req)
+      if not name then
+        break
+      end
+      rmtree(path .. "/" .. name)
+    end
+    uv.fs_rmdir(path)
+  else
+    uv.fs_unlink(path)
+  end
+end
+
+local function open_db(c)
+  local opts = { mode = c.mode }
+  for k, v in pairs(c.settings) do
+    opts[k] = v
+  end
+  return check(kiwi.open(c.dir, opts))
+end
+
+local function fresh_db(c)
+  if c.db then
+    check(c.db:close())
+  end
+  rmtree(c.dir)
+  c.db = open_db(c)
+end
+
+-- Runs the workload list one way; returns rows { workload, mode, ops, secs }.
+local function run_mode(c, mode)
+  local tasks = mode == "tasks64" and 64 or 1
+  local rows = {}
+  c.db = nil
+  fresh_db(c)
+  for _, w in ipairs(c.workloads) do
+    if FRESH[w] then
+      fresh_db(c)
+    end
+    c.note = nil
+    local t0 = uv.hrtime()
+    local n = ops[w](c, tasks)
+    local secs = (uv.hrtime() - t0) / 1e9
+    if WRITES[w] then
+      check(c.db:flush())
+    end
+    local row = { workload = w, mode = mode, ops = n, secs = secs, ops_per_s = n / secs,
+      note = c.note }
+    rows[#rows + 1] = row
+    c.out(fmt("  %-9s %-10s %9d ops in %7.3f s: %10.0f ops/s%s\n", mode, w, n, secs, n / secs,
+      row.note and ("  (" .. row.note .. ")") or ""))
+  end
+  check(c.db:close())
+  c.db = nil
+  return rows
+end
+
+-- Sync puts from `tasks` tasks: ops/s and fsyncs per write.
+local function run_sync(c, tasks)
+  fresh_db(c)
+  local n = math.max(c.sync_num, 16 * tasks)
+  local before = c.db:stats()
+  local t0 = uv.hrtime()
+  random_puts(c, tasks, n, c.sync)
+  local secs = (uv.hrtime() - t0) / 1e9
+  local after = c.db:stats()
+  local syncs = after.wal_syncs - before.wal_syncs
+  check(c.db:close())
+  c.db = nil
+  local row = { tasks = tasks, ops = n, secs = secs, ops_per_s = n / secs, fsyncs = syncs,
+    per_write = syncs / n }
+  c.out(fmt("  sync puts from %3d task(s): %6d ops in %6.3f s: %8.0f ops/s, %5d fsyncs, "
+    .. "%.3f per write\n", tasks, n, secs, n / secs, syncs, syncs / n))
+  return row
+end
+
+-- The row of the median ops/s of each workload over the rounds.
+local function median_rows(rounds)
+  local out = {}
+  for i, row in ipairs(rounds[1]) do
+    local all = {}
+    for _, rows in ipairs(rounds) do
+      all[#all + 1] = rows[i]
+    end
+    table.sort(all, function(a, b) return a.ops_per_s < b.ops_per_s end)
+    out[i] = all[(#all + 1) // 2]
+  end
+  return out
+end
+
+--- Runs the C bench (core/bench) with the same workloads and num, and parses its ops/s.
+-- @tparam string path the kiwi_bench binary
+-- @return { workload = ops/s } or nil, msg
+function M.c_figures(path, workloads, num, sync_num, rounds)
+  local cmd = fmt("%s --benchmarks=%s --num=%d --sync_num=%d --rounds=%d --markdown=none "
+    .. "--engines=kiwi 2>&1", path, table.concat(workloads, ","), num, sync_num, rounds or 1)
+  local p = io.popen(cmd, "r")
+  if not p then
+    return nil, "cannot run " .. path
+  end
+  local text = p:read("a")
+  p:close()
+  local figures, col = {}, nil
+  for line in text:gmatch("[^\n]+") do
+    if line:match("^|%s*workload%s*|") then
+      col = nil
+      local i = 0
+      for cell in line:gmatch("|([^|]*)") do
+        i = i + 1
+        cell = cell:match("^%s*(.-)%s*$")
+        if col == nil and (cell == "kiwi ops/s" or cell == "ops/s") then
+          col = i
+        end
+      end
+    elseif col and line:match("^|%s*%a") then
+      local cells = {}
+      for cell in line:gmatch("|([^|]*)") do
+        cells[#cells + 1] = cell:match("^%s*(.-)%s*$")
+      end
+      local v = tonumber(cells[col])
+      if v and figures[cells[1]] == nil then
+        figures[cells[1]] = v
+      end
+    end
+  end
+  if next(figures) == nil then
+    return nil, "no figures in the output of: " .. cmd .. "\n" .. text:sub(1, 2000)
+  end
+  return figures
+end
+
+local function default_c_bench()
+  local env = os.getenv("KIWI_C_BENCH")
+  if env and env ~= "" then
+    return env
+  end
+  if uv.fs_stat("build/release/kiwi_bench") then
+    return "build/release/kiwi_bench"
+  end
+end
+
+--- Runs the benchmark.
+-- @tparam table opts
+--   `num` (100000): keys and ops per workload; `workloads` (fillseq, fillrandom, overwrite,
+--   readrandom, readseq, fillsync, fillbatch); `sync_num` (2000); `value_size` (100);
+--   `modes` ({"blocking", "task", "tasks64"}); `sync_tasks` ({1, 8, 64, 512}, {} to skip);
+--   `dir` (a fresh directory under $TMPDIR, removed at the end); `mode` ("prod") and `settings`
+--   (config.json settings for kiwi.open); `c` (C ops/s by workload) or `c_bench` (path of
+--   kiwi_bench to run; default $KIWI_C_BENCH or build/release/kiwi_bench if present; false: none);
+--   `out` (function(text), default io.write); `seed` (42); `rounds` (1): each mode's list runs
+--   this many times (the C bench too) and every figure is the median.
+-- @return { rows = {...}, sync = {...}, c = {...} | nil, num = n, ... }
+function M.run(opts)
+  opts = opts or {}
+  local c = {
+    num = opts.num or 100000,
+    sync_num = opts.sync_num or 2000,
+    workloads = opts.workloads or DEFAULT_WORKLOADS,
+    mode = opts.mode or "prod",
+    settings = opts.settings or {},
+    out = opts.out or io.write,
+    nosync = { sync = false },
+    sync = { sync = true },
+  }
+  for _, w in ipairs(c.workloads) do
+    if not ops[w] then
+      error("kiwi.bench: unknown workload '" .. tostring(w) .. "'", 2)
+    end
+  end
+  math.randomseed(opts.seed or 42)
+  c.value = value_maker(opts.value_size or 100)
+  local base = opts.dir
+  local own_dir = base == nil
+  if own_dir then
+    base = check(uv.fs_mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/kiwi-bench-XXXXXX"))
+  end
+  c.dir = base .. "/db"
+  local res = { num = c.num, sync_num = c.sync_num, workloads = c.workloads, rows = {},
+    sync = {} }
+
+  local cfig, cerr = opts.c, nil
+  local cpath = opts.c_bench
+  if cfig == nil and cpath ~= false then
+    cpath = cpath or default_c_bench()
+    if cpath then
+      c.out(fmt("C bench: %s\n", cpath))
+      cfig, cerr = M.c_figures(cpath, c.workloads, c.num, c.sync_num, opts.rounds)
+      if not cfig then
+        c.out("C bench failed: " .. tostring(cerr) .. "\n")
+      end
+    end
+  end
+  res.c = cfig
+
+  local ok, err = pcall(function()
+    for _, mode in ipairs(opts.modes or MODES) do
+      local rounds = {}
+      for round = 1, opts.rounds or 1 do
+        c.out(fmt("%s (num %d, round %d):\n", mode, c.num, round))
+        if mode == "blocking" then
+          rounds[round] = run_mode(c, mode)
+        else
+          rounds[round] = kiwi.run(run_mode, c, mode)
+        end
+      end
+      for _, r in ipairs(median_rows(rounds)) do
+        r.c_ops_per_s = cfig and cfig[r.workload]
+        r.ratio = r.c_ops_per_s and r.ops_per_s / r.c_ops_per_s
+        res.rows[#res.rows + 1] = r
+      end
+    end
+    local sync_tasks = opts.sync_tasks or { 1, 8, 64, 512 }
+    if #sync_tasks > 0 then
+      c.out("sync puts (group commit):\n")
+      kiwi.run(function()
+        for _, n in ipairs(sync_tasks) do
+          res.sync[#res.sync + 1] = run_sync(c, n)
+        end
+      end)
+    end
+  end)
+  if c.db then
+    pcall(c.db.close, c.db)
+  end
+  if own_dir then
+    rmtree(base)
+  end
+  if not ok then
+    error(err, 0)
+  end
+  M.print(res, c.out)
+  return res
+end
+
+-- ---- reports --------------------------------------------------------------------------------------
+
+local function ratio_text(r)
+  return r and fmt("%.2f", r) or "-"
+end
+
+--- The results as Markdown tables: ops/s per workload and mode (with Lua/C ratios), and the
+-- sync puts by number of tasks.
+function M.markdown(res)
+  local out = {}
+  local function add(s)
+    out[#out + 1] = s
+  end
+  local modes, by = {}, {}
+  for _, r in ipairs(res.rows) do
+    if not by[r.mode] then
+      by[r.mode] = {}
+      modes[#modes + 1] = r.mode
+    end
+    by[r.mode][r.workload] = r
+  end
+  local head = "| workload |"
+  local rule = "|---|"
+  if res.c then
+    head = head .. " C ops/s |"
+    rule = rule .. "---:|"
+  end
+  for _, m in ipairs(modes) do
+    head = head .. fmt(" %s ops/s |", m)
+    rule = rule .. "---:|"
+    if res.c then
+      head = head .. fmt(" %s / C |", m)
+      rule = rule .. "---:|"
+    end
+  end
+  add(head)
+  add(rule)
+  for _, w in ipairs(res.workloads) do
+    local line = "| " .. w .. " |"
+    if res.c then
+      line = line .. (res.c[w] and fmt(" %.0f |", res.c[w]) or " - |")
+    end
+    for _, m in ipairs(modes) do
+      local r = by[m][w]
+      line = line .. (r and fmt(" %.0f |", r.ops_per_s) or " - |")
+      if res.c then
+        line = line .. " " .. ratio_text(r and r.ratio) .. " |"
+      end
+    end
+    add(line)
+  end
+  if #res.sync > 0 then
+    add("")
+    add("| sync puts from | ops | ops/s | x one task | fsyncs | fsyncs per write |")
+    add("|---:|---:|---:|---:|---:|---:|")
+    local one = res.sync[1].tasks == 1 and res.sync[1].ops_per_s
+    for _, s in ipairs(res.sync) do
+      add(fmt("| %d task%s | %d | %.0f | %s | %d | %.4f |", s.tasks, s.tasks == 1 and "" or "s",
+        s.ops, s.ops_per_s, one and fmt("%.1f", s.ops_per_s / one) or "-", s.fsyncs,
+        s.per_write))
+    end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+--- Prints the summary tables (M.markdown) through out (default io.write).
+function M.print(res, out)
+  out = out or io.write
+  out("\n" .. M.markdown(res))
+end
+
+return M
