@@ -136,6 +136,11 @@ static void file_json(kw_buf *b, const kw_file_meta *m, int level)
     kw_json_string(b, su.data, su.size);
     kw_buf_printf(b, ",\"largest\":");
     kw_json_string(b, lu.data, lu.size);
+    const kw_table_props *p = m->table ? kw_table_properties(m->table) : NULL;
+    if (p)
+        kw_buf_printf(b, ",\"data_blocks\":%llu,\"index_bytes\":%llu,\"filter_bytes\":%llu",
+                      (unsigned long long)p->data_blocks, (unsigned long long)p->index_size,
+                      (unsigned long long)p->filter_size);
     kw_buf_push(b, '}');
 }
 

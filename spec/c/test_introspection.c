@@ -163,8 +163,37 @@ static void test_live_settings_under_load(void)
     }
     CHECK(stat_num(db, "{\"level\":0,", "files") < 2);
     CHECK(stat_num(db, NULL, "compactions") > comp0);
+    /* new SSTables follow the bloom FPR and block size set live */
+    CHECK(kiwi_set_option(db, "bloom_fpr_dev", "0.5", NULL) == KIWI_OK);
+    CHECK(kiwi_set_option(db, "block_size", "256", NULL) == KIWI_OK);
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "f1-%04d", i);
+        put(db, k, "v");
+    }
+    kiwi_flush(db, NULL);
+    CHECK(kiwi_set_option(db, "bloom_fpr_dev", "0.0001", NULL) == KIWI_OK);
+    CHECK(kiwi_set_option(db, "block_size", "65536", NULL) == KIWI_OK);
+    CHECK(kiwi_set_option(db, "l0_compaction_threshold", "1000", NULL) == KIWI_OK);
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "f2-%04d", i);
+        put(db, k, "v");
+    }
+    kiwi_flush(db, NULL);
+    char *lv = kiwi_property(db, "levels");
+    const char *f1 = lv ? strstr(lv, "\"smallest\":\"f1-0000\"") : NULL;
+    const char *f2 = lv ? strstr(lv, "\"smallest\":\"f2-0000\"") : NULL;
+    CHECK(f1 && f2);
+    if (f1 && f2) {
+        double blocks1 = num_after(f1, NULL, "data_blocks"), blocks2 = num_after(f2, NULL, "data_blocks");
+        double bloom1 = num_after(f1, NULL, "filter_bytes"), bloom2 = num_after(f2, NULL, "filter_bytes");
+        printf("live settings: blocks %g -> %g, filter bytes %g -> %g\n", blocks1, blocks2, bloom1,
+               bloom2);
+        CHECK(blocks1 > blocks2 && blocks2 == 1);
+        CHECK(bloom2 > 5 * bloom1);
+    }
+    kiwi_free(lv);
     char *opts = kiwi_property(db, "options");
-    CHECK(opts && strstr(opts, "\"l0_compaction_threshold\":2") &&
+    CHECK(opts && strstr(opts, "\"l0_compaction_threshold\":1000") &&
           strstr(opts, "\"max_memtable_entries\":100") && strstr(opts, "\"block_cache_data_mb\":1"));
     kiwi_free(opts);
     /* refusals name the setting */
@@ -207,8 +236,36 @@ static void test_settings_describe(void)
     kiwi_free(d);
 }
 
+/* Prod mode rotates by bytes; the limit changes live. */
+static void test_live_memtable_bytes(void)
+{
+    char *dir = ctest_tmpdir("livemb");
+    kiwi_db *db = NULL;
+    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK); /* prod defaults: 64 MiB */
+    if (!db)
+        return;
+    char k[32], v[200];
+    memset(v, 'x', sizeof v - 1);
+    v[sizeof v - 1] = 0;
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof k, "a%06d", i);
+        put(db, k, v);
+    }
+    CHECK(stat_num(db, NULL, "rotations") == 0);
+    CHECK(kiwi_set_option(db, "max_memtable_size_mb", "0.0625", NULL) == KIWI_OK); /* 64 KiB */
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof k, "b%06d", i);
+        put(db, k, v);
+    }
+    /* ~2000 * 260 bytes = 520 KB over 64 KiB memtables: about 8 rotations */
+    CHECK(stat_num(db, NULL, "rotations") >= 6);
+    kiwi_close(db);
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
+    RUN(test_live_memtable_bytes);
     RUN(test_settings_describe);
     RUN(test_trace_each_layer);
     RUN(test_live_settings_under_load);
