@@ -121,7 +121,7 @@ describe("kiwi async #async", function()
     -- a baseline; the loop passes if one attempt stays within 50 ms of its baseline.
     local report = {}
     local passed = false
-    for attempt = 1, 3 do
+    for _ = 1, 3 do
       local dir = helper.tmpdir()
       local busy = busy_baseline()
       local worst, ticks = worst_gap(function()

@@ -260,7 +260,7 @@ end
 -- The row of the median ops/s of each workload over the rounds.
 local function median_rows(rounds)
   local out = {}
-  for i, row in ipairs(rounds[1]) do
+  for i = 1, #rounds[1] do
     local all = {}
     for _, rows in ipairs(rounds) do
       all[#all + 1] = rows[i]
@@ -330,8 +330,9 @@ end
 --   `dir` (a fresh directory under $TMPDIR, removed at the end); `mode` ("prod") and `settings`
 --   (config.json settings for kiwi.open); `c` (C ops/s by workload) or `c_bench` (path of
 --   kiwi_bench to run; default $KIWI_C_BENCH or build/release/kiwi_bench if present; false: none);
---   `out` (function(text), default io.write); `seed` (42); `rounds` (1): each mode's list runs
---   this many times (the C bench too) and every figure is the median.
+--   `out` (function(text), default io.write); `seed` (42); `rounds` (1): the C bench and each
+--   way run this many times, interleaved (C, blocking, task, tasks64; C, blocking, ...), and
+--   every figure is the median.
 -- @return { rows = {...}, sync = {...}, c = {...} | nil, num = n, ... }
 function M.run(opts)
   opts = opts or {}
@@ -361,32 +362,60 @@ function M.run(opts)
   local res = { num = c.num, sync_num = c.sync_num, workloads = c.workloads, rows = {},
     sync = {} }
 
-  local cfig, cerr = opts.c, nil
+  local cfig = opts.c
   local cpath = opts.c_bench
   if cfig == nil and cpath ~= false then
     cpath = cpath or default_c_bench()
     if cpath then
       c.out(fmt("C bench: %s\n", cpath))
-      cfig, cerr = M.c_figures(cpath, c.workloads, c.num, c.sync_num, opts.rounds)
-      if not cfig then
-        c.out("C bench failed: " .. tostring(cerr) .. "\n")
-      end
     end
+  else
+    cpath = nil
   end
-  res.c = cfig
 
+  -- Rounds outside, ways inside, the C bench first in each round: noise from the rest of the
+  -- machine falls on all of them alike, and every figure is a median over the rounds.
   local ok, err = pcall(function()
-    for _, mode in ipairs(opts.modes or MODES) do
-      local rounds = {}
-      for round = 1, opts.rounds or 1 do
-        c.out(fmt("%s (num %d, round %d):\n", mode, c.num, round))
-        if mode == "blocking" then
-          rounds[round] = run_mode(c, mode)
+    local modes = opts.modes or MODES
+    local by_mode, c_rounds = {}, {}
+    for round = 1, opts.rounds or 1 do
+      if cpath then
+        local f, cerr = M.c_figures(cpath, c.workloads, c.num, c.sync_num, 1)
+        if f then
+          c_rounds[#c_rounds + 1] = f
+          c.out(fmt("C (round %d): ", round))
+          for _, w in ipairs(c.workloads) do
+            c.out(fmt("%s %.0f  ", w, f[w] or 0))
+          end
+          c.out("\n")
         else
-          rounds[round] = kiwi.run(run_mode, c, mode)
+          c.out("C bench failed: " .. tostring(cerr) .. "\n")
         end
       end
-      for _, r in ipairs(median_rows(rounds)) do
+      for _, mode in ipairs(modes) do
+        c.out(fmt("%s (num %d, round %d):\n", mode, c.num, round))
+        by_mode[mode] = by_mode[mode] or {}
+        if mode == "blocking" then
+          by_mode[mode][round] = run_mode(c, mode)
+        else
+          by_mode[mode][round] = kiwi.run(run_mode, c, mode)
+        end
+      end
+    end
+    if cfig == nil and #c_rounds > 0 then
+      cfig = {}
+      for _, w in ipairs(c.workloads) do
+        local all = {}
+        for _, f in ipairs(c_rounds) do
+          all[#all + 1] = f[w]
+        end
+        table.sort(all)
+        cfig[w] = all[(#all + 1) // 2]
+      end
+    end
+    res.c = cfig
+    for _, mode in ipairs(modes) do
+      for _, r in ipairs(median_rows(by_mode[mode])) do
         r.c_ops_per_s = cfig and cfig[r.workload]
         r.ratio = r.c_ops_per_s and r.ops_per_s / r.c_ops_per_s
         res.rows[#res.rows + 1] = r

@@ -214,7 +214,7 @@ function M.spawn(fn, ...)
 end
 
 -- Yields the current task until something calls resume on it.
-local function wait_here(t)
+local function wait_here()
   return co_yield(WAIT)
 end
 
@@ -246,7 +246,7 @@ function M.sleep(ms)
       resume(t)
     end
   end)
-  wait_here(t)
+  wait_here()
 end
 
 --- Lets the other ready tasks run, then continues (a no-op outside a task).
@@ -301,7 +301,7 @@ function M.wait(...)
       if me then
         t.waiters = t.waiters or {}
         t.waiters[#t.waiters + 1] = me
-        wait_here(me)
+        wait_here()
       else
         if uv.loop_mode() ~= nil then
           error("kiwi.wait: cannot wait outside a task while the loop runs (wait from a task)", 2)
