@@ -8,14 +8,17 @@
  *   - on the LRU list <=> in_cache && refs == 1 (pinned entries are on no list);
  *   - freed exactly when refs reaches 0 (only after it left the cache).
  * Per shard: the LRU list is sorted by tick (ticks come from one atomic clock and are taken under
- * the shard mutex), and `oldest` mirrors the tick of its head so that an evictor can pick the
- * globally least recently used shard tail without taking every lock.
+ * the shard mutex), and oldest[shard] mirrors the tick of its head so that an evictor can pick
+ * the globally least recently used shard tail without taking every lock. The 16 mirrors share
+ * two cache lines (one scan per eviction reads just those) and are written only when a head
+ * changes.
  * Global: usage == the sum of charges of entries not yet freed; pinned (per shard) == the sum of
  * charges of entries with a handle held.
  */
 #include "cache.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,13 +41,14 @@ typedef struct {
     kw_cache_handle **buckets;     /* nbuckets chains, a power of two */
     size_t nbuckets;
     kw_cache_handle lru;           /* sentinel: lru.next oldest unpinned entry, lru.prev newest */
-    _Atomic uint64_t oldest;       /* tick of lru.next, UINT64_MAX when the list is empty */
+    _Atomic uint64_t *oldest;      /* &cache->oldest[this shard]: tick of lru.next, or UINT64_MAX */
     /* counters: written under mu, read by anyone */
     _Atomic uint64_t hits, misses, inserts, evictions, rejects, entries, pinned;
 } shard;
 
 struct kw_cache {
     shard shards[KW_CACHE_SHARDS];
+    _Alignas(64) _Atomic uint64_t oldest[KW_CACHE_SHARDS]; /* see shard.oldest */
     _Atomic size_t capacity;
     _Atomic uint64_t usage;        /* see the invariants above */
     _Atomic uint64_t clock;        /* LRU ticks */
@@ -106,7 +110,8 @@ static void grow(shard *s)
 static void set_oldest(shard *s)
 {
     uint64_t t = s->lru.next != &s->lru ? s->lru.next->tick : UINT64_MAX;
-    atomic_store_explicit(&s->oldest, t, memory_order_relaxed);
+    if (atomic_load_explicit(s->oldest, memory_order_relaxed) != t) /* keep the line shared */
+        atomic_store_explicit(s->oldest, t, memory_order_relaxed);
 }
 
 static void lru_remove(shard *s, kw_cache_handle *e)
@@ -154,7 +159,7 @@ static bool evict_one(kw_cache *c)
     int best = -1;
     uint64_t best_tick = UINT64_MAX;
     for (int i = 0; i < KW_CACHE_SHARDS; i++) {
-        uint64_t t = load(&c->shards[i].oldest);
+        uint64_t t = load(&c->oldest[i]);
         if (t < best_tick) {
             best_tick = t;
             best = i;
@@ -202,7 +207,8 @@ kw_cache *kw_cache_create(size_t capacity)
         s->nbuckets = 16;
         s->buckets = kw_calloc(s->nbuckets, sizeof(kw_cache_handle *));
         s->lru.next = s->lru.prev = &s->lru;
-        atomic_init(&s->oldest, UINT64_MAX);
+        s->oldest = &c->oldest[i];
+        atomic_init(s->oldest, UINT64_MAX);
     }
     atomic_init(&c->capacity, capacity);
     atomic_init(&c->clock, 1);
@@ -365,6 +371,29 @@ void kw_cache_erase_file(kw_cache *c, uint64_t file)
     }
 }
 
+bool kw_cache_touch(kw_cache *c, uint64_t file, uint64_t offset, uint64_t hits)
+{
+    uint64_t h = hash_key(file, offset);
+    shard *s = shard_of(c, h);
+    pthread_mutex_lock(&s->mu);
+    kw_cache_handle *e = *find_slot(s, file, offset, h);
+    if (e != NULL && e->refs == 1) { /* unpinned: to the most recent end */
+        lru_remove(s, e);
+        lru_append(c, s, e);
+    }
+    bump(&s->hits, (int64_t)hits);
+    pthread_mutex_unlock(&s->mu);
+    return e != NULL;
+}
+
+void kw_cache_count_misses(kw_cache *c, uint64_t file, uint64_t offset, uint64_t n)
+{
+    shard *s = shard_of(c, hash_key(file, offset));
+    pthread_mutex_lock(&s->mu);
+    bump(&s->misses, (int64_t)n);
+    pthread_mutex_unlock(&s->mu);
+}
+
 void kw_cache_set_capacity(kw_cache *c, size_t capacity)
 {
     atomic_store_explicit(&c->capacity, capacity, memory_order_relaxed);
@@ -415,12 +444,82 @@ const char *kw_cache_result_name(kw_cache_result r)
 
 /* ---- the block cache ------------------------------------------------------------------------- */
 
+/* The buffer pool: per CPU group, a mutex and one free list per 256-byte size class, linked
+ * through each buffer's first word. The thread whose insert evicts a block usually makes the
+ * next miss too, so a group's lists stay short and warm. */
+#define POOL_GRAIN 256
+#define POOL_CLASSES 64 /* buffers up to 16 KiB */
+#define POOL_GROUPS 4
+
+typedef struct {
+    _Alignas(64) pthread_mutex_t mu;
+    void *head[POOL_CLASSES];
+    uint8_t count[POOL_CLASSES];
+} pool_group;
+
+struct kw_buffer_pool {
+    pool_group groups[POOL_GROUPS];
+};
+
+static pool_group *my_group(kw_buffer_pool *p)
+{
+    int cpu = sched_getcpu();
+    return &p->groups[(unsigned)(cpu < 0 ? 0 : cpu) % POOL_GROUPS];
+}
+
+void *kw_block_cache_alloc(kw_block_cache *bc, size_t size, size_t *capacity)
+{
+    size_t cls = size == 0 ? 1 : (size + POOL_GRAIN - 1) / POOL_GRAIN;
+    if (cls > POOL_CLASSES) {
+        *capacity = size;
+        return kw_malloc(size);
+    }
+    *capacity = cls * POOL_GRAIN;
+    pool_group *mine = my_group(bc->pool);
+    void *buf = NULL;
+    for (int i = 0; i < POOL_GROUPS && buf == NULL; i++) { /* mine first: a thread migrates */
+        pool_group *g = &bc->pool->groups[(mine - bc->pool->groups + i) % POOL_GROUPS];
+        pthread_mutex_lock(&g->mu);
+        buf = g->head[cls - 1];
+        if (buf != NULL) {
+            memcpy(&g->head[cls - 1], buf, sizeof(void *));
+            g->count[cls - 1]--;
+        }
+        pthread_mutex_unlock(&g->mu);
+    }
+    return buf != NULL ? buf : kw_malloc(*capacity);
+}
+
+void kw_block_cache_recycle(kw_block_cache *bc, void *buf, size_t capacity)
+{
+    size_t cls = capacity / POOL_GRAIN;
+    if (buf != NULL && capacity % POOL_GRAIN == 0 && cls >= 1 && cls <= POOL_CLASSES) {
+        pool_group *g = my_group(bc->pool);
+        pthread_mutex_lock(&g->mu);
+        if (g->count[cls - 1] < KW_POOL_KEEP) {
+            memcpy(buf, &g->head[cls - 1], sizeof(void *));
+            g->head[cls - 1] = buf;
+            g->count[cls - 1]++;
+            buf = NULL;
+        }
+        pthread_mutex_unlock(&g->mu);
+    }
+    free(buf);
+}
+
 kw_block_cache *kw_block_cache_create(size_t data_bytes, size_t index_bytes, size_t bloom_bytes)
 {
     kw_block_cache *bc = kw_malloc(sizeof *bc);
     bc->data = kw_cache_create(data_bytes);
     bc->index = kw_cache_create(index_bytes);
     bc->bloom = kw_cache_create(bloom_bytes);
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, sizeof(kw_buffer_pool)) != 0 || mem == NULL)
+        abort(); /* the kw_malloc policy */
+    bc->pool = mem;
+    memset(bc->pool, 0, sizeof *bc->pool);
+    for (int i = 0; i < POOL_GROUPS; i++)
+        pthread_mutex_init(&bc->pool->groups[i].mu, NULL);
     return bc;
 }
 
@@ -428,9 +527,21 @@ void kw_block_cache_destroy(kw_block_cache *bc)
 {
     if (bc == NULL)
         return;
-    kw_cache_destroy(bc->data);
+    kw_cache_destroy(bc->data); /* deleters recycle into the pool: destroy it after */
     kw_cache_destroy(bc->index);
     kw_cache_destroy(bc->bloom);
+    for (int i = 0; i < POOL_GROUPS; i++) {
+        pool_group *g = &bc->pool->groups[i];
+        for (int c = 0; c < POOL_CLASSES; c++)
+            while (g->head[c] != NULL) {
+                void *next;
+                memcpy(&next, g->head[c], sizeof next);
+                free(g->head[c]);
+                g->head[c] = next;
+            }
+        pthread_mutex_destroy(&g->mu);
+    }
+    free(bc->pool);
     free(bc);
 }
 
@@ -458,4 +569,99 @@ void kw_block_cache_stats_json(const kw_block_cache *bc, kw_buf *out)
     kw_buf_push(out, ',');
     tier_json(out, "bloom", bc->bloom);
     kw_buf_push(out, '}');
+}
+
+/* ---- leases ---------------------------------------------------------------------------------- *
+ * A slot's word: bits 0-15 count the readers inside a section that entered through this slot;
+ * bits 16 + 12 i .. 27 + 12 i are use counter i (0 .. 3). The leave that brings a counter to
+ * KW_LEASE_BATCH takes the batch out in the same atomic step, so a counter stays below it. Why the drain is enough (cache.md section 5): a reader adds to its slot, then
+ * loads the pointer; the retirer swaps the pointer out, then reads each slot (all seq_cst). A
+ * reader that got the old pointer added before the swap, so the retirer cannot see its slot at
+ * zero until that reader has left; a reader that adds later loads NULL or a newer value. Seeing
+ * each slot at zero once, one after the other, is therefore enough. */
+
+#define READERS_MASK UINT64_C(0xFFFF)
+#define COUNTER_SHIFT(i) (16 + 12 * (i))
+#define COUNTER_MASK UINT64_C(0xFFF)
+
+typedef struct {
+    _Alignas(64) uint64_t word; /* atomic; own cache line */
+} lease_slot;
+
+struct kw_lease {
+    lease_slot slots[KW_LEASE_SLOTS];
+    _Alignas(64) void *pub[KW_LEASE_PARTS]; /* atomic: published values */
+    int refs;                               /* atomic */
+};
+
+kw_lease *kw_lease_create(void)
+{
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, sizeof(kw_lease)) != 0 || mem == NULL)
+        abort(); /* the kw_malloc policy */
+    kw_lease *l = mem;
+    memset(l, 0, sizeof *l);
+    l->refs = 1;
+    return l;
+}
+
+void kw_lease_ref(kw_lease *l)
+{
+    __atomic_fetch_add(&l->refs, 1, __ATOMIC_RELAXED);
+}
+
+void kw_lease_unref(kw_lease *l)
+{
+    if (l != NULL && __atomic_fetch_sub(&l->refs, 1, __ATOMIC_ACQ_REL) == 1)
+        free(l);
+}
+
+size_t kw_lease_bytes(void)
+{
+    return sizeof(kw_lease);
+}
+
+void kw_lease_publish(kw_lease *l, int part, void *value)
+{
+    __atomic_store_n(&l->pub[part], value, __ATOMIC_SEQ_CST);
+}
+
+void kw_lease_retire(kw_lease *l, int part, void *value)
+{
+    void *expect = value;
+    __atomic_compare_exchange_n(&l->pub[part], &expect, NULL, false, __ATOMIC_SEQ_CST,
+                                __ATOMIC_RELAXED);
+    /* even if another value replaced it: a reader may still hold this one */
+    for (int i = 0; i < KW_LEASE_SLOTS; i++)
+        for (int spins = 0; __atomic_load_n(&l->slots[i].word, __ATOMIC_SEQ_CST) & READERS_MASK;)
+            if (++spins > 100)
+                sched_yield(); /* the reader was preempted inside its section */
+}
+
+void *kw_lease_enter(kw_lease *l, int part, kw_lease_section *s)
+{
+    int cpu = sched_getcpu(); /* any slot is correct; one per CPU keeps the line local */
+    lease_slot *slot = &l->slots[(unsigned)(cpu < 0 ? 0 : cpu) % KW_LEASE_SLOTS];
+    __atomic_fetch_add(&slot->word, 1, __ATOMIC_SEQ_CST);
+    s->word = &slot->word;
+    return __atomic_load_n(&l->pub[part], __ATOMIC_SEQ_CST);
+}
+
+bool kw_lease_leave(kw_lease_section *s, int counter)
+{
+    if (counter < 0) {
+        __atomic_fetch_sub(s->word, 1, __ATOMIC_RELEASE);
+        return false;
+    }
+    uint64_t one = UINT64_C(1) << COUNTER_SHIFT(counter), old, next;
+    bool batch;
+    old = __atomic_load_n(s->word, __ATOMIC_RELAXED);
+    do { /* one reader out, one use in; a full batch is taken out in the same step */
+        next = old - 1 + one;
+        batch = ((next >> COUNTER_SHIFT(counter)) & COUNTER_MASK) == KW_LEASE_BATCH;
+        if (batch)
+            next -= (uint64_t)KW_LEASE_BATCH * one;
+    } while (!__atomic_compare_exchange_n(s->word, &old, next, true, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
+    return batch;
 }

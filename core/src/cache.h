@@ -26,6 +26,7 @@
 #ifndef KW_CACHE_H
 #define KW_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -88,6 +89,52 @@ void kw_cache_get_stats(const kw_cache *c, kw_cache_stats *out);
  * cover every byte add it to the charge. */
 size_t kw_cache_entry_overhead(void);
 
+/* For holders that read an entry without a handle (leases, below): counts `hits` hits on the
+ * entry's shard and, if the entry is present and unpinned, makes it the most recently used.
+ * Returns whether it is present. */
+bool kw_cache_touch(kw_cache *c, uint64_t file, uint64_t offset, uint64_t hits);
+/* Counts n misses on the key's shard: reads that did without the entry and did not look. */
+void kw_cache_count_misses(kw_cache *c, uint64_t file, uint64_t offset, uint64_t n);
+
+/* ---- leases: reading a few cached values with no lock ----------------------------------------- *
+ * A holder that reads the same few cache values on every operation (a table: its index and its
+ * filter) publishes them in a lease. A reader enters a read section (one atomic add on a per-CPU
+ * counter of the lease), loads the published pointer, uses the value and leaves: no cache lock,
+ * no cache line shared with other CPUs written. The entries stay unpinned and evictable: their
+ * deleter calls kw_lease_retire, which unpublishes the value and waits until every reader that
+ * was inside a section has left before the value is freed.
+ * Rules: publish only while holding a handle to the value's entry (so its deleter, which runs
+ * after the last release, comes after the publish); a section holds no lock and calls no cache
+ * function (so a deleter never waits for a thread that waits for it). docs/internals/cache.md
+ * section 5 has the argument. */
+#define KW_LEASE_SLOTS 8   /* per-CPU reader counters */
+#define KW_LEASE_PARTS 2   /* published values per lease */
+#define KW_LEASE_COUNTERS 4 /* use counters per slot, reported in batches */
+#define KW_LEASE_BATCH 64
+
+typedef struct kw_lease kw_lease;
+typedef struct {
+    uint64_t *word; /* the slot entered */
+} kw_lease_section;
+
+kw_lease *kw_lease_create(void); /* one reference */
+void kw_lease_ref(kw_lease *l);
+void kw_lease_unref(kw_lease *l);
+size_t kw_lease_bytes(void); /* the memory one lease takes */
+/* Makes value the published one of part (replacing any). REQUIRES: the caller holds a handle to
+ * the entry whose value it is, and that value's deleter calls kw_lease_retire(l, part, value). */
+void kw_lease_publish(kw_lease *l, int part, void *value);
+/* For the deleter of a published value: unpublishes it (if still published) and waits for the
+ * readers inside a section to leave. REQUIRES: not inside a section of l. */
+void kw_lease_retire(kw_lease *l, int part, void *value);
+/* Enters a read section and returns the published value of part, or NULL. Until
+ * kw_lease_leave the value stays valid. */
+void *kw_lease_enter(kw_lease *l, int part, kw_lease_section *s);
+/* Leaves the section, counting one use on counter (0 .. KW_LEASE_COUNTERS-1, or -1: none).
+ * Returns true once every KW_LEASE_BATCH uses of that counter in the slot: the caller then
+ * reports the batch (e.g. kw_cache_touch with KW_LEASE_BATCH hits). */
+bool kw_lease_leave(kw_lease_section *s, int counter);
+
 /* What a lookup found in one tier, for traces. */
 typedef enum {
     KW_CACHE_NONE = 0, /* the tier was not consulted (e.g. the bloom filter ruled the key out) */
@@ -102,15 +149,28 @@ const char *kw_cache_result_name(kw_cache_result r); /* "none", "off", "hit", "m
  * Each tier is a kw_cache with its own budget; set_capacity/get_stats work on a tier directly,
  * e.g. kw_cache_set_capacity(bc->data, bytes). Keys are (table file number, block offset).
  * What each tier holds is described in table.h and docs/internals/cache.md. */
+typedef struct kw_buffer_pool kw_buffer_pool;
+
 typedef struct {
-    kw_cache *data;  /* verified copies of data blocks */
-    kw_cache *index; /* parsed index arrays, one per table */
-    kw_cache *bloom; /* verified copies of bloom filter blocks, one per table */
+    kw_cache *data;       /* verified copies of data blocks */
+    kw_cache *index;      /* parsed index arrays, one per table */
+    kw_cache *bloom;      /* verified copies of bloom filter blocks, one per table */
+    kw_buffer_pool *pool; /* recycled buffers for the data blocks' copies */
 } kw_block_cache;
 
 kw_block_cache *kw_block_cache_create(size_t data_bytes, size_t index_bytes, size_t bloom_bytes);
 /* REQUIRES: no handle is held and no table opened with bc is still open. NULL is a no-op. */
 void kw_block_cache_destroy(kw_block_cache *bc);
+
+/* A buffer of at least `size` bytes for a copy of a data block. *capacity receives its real
+ * size (size rounded up to a 256-byte class up to 16 KiB; larger sizes are exact): the bytes
+ * to charge, and to pass back. Taken from the pool when it holds one of that class, so a miss
+ * in a full data tier reuses the buffer an eviction just gave back (no malloc, no page faults). */
+void *kw_block_cache_alloc(kw_block_cache *bc, size_t size, size_t *capacity);
+/* Gives a buffer from kw_block_cache_alloc back: kept for reuse (at most KW_POOL_KEEP per class
+ * and per CPU group, idle memory not charged to any tier) or freed. Callable from a deleter. */
+void kw_block_cache_recycle(kw_block_cache *bc, void *buf, size_t capacity);
+#define KW_POOL_KEEP 16
 
 /* Appends {"data":{...},"index":{...},"bloom":{...}}, each tier's kw_cache_stats fields by
  * name (hits, misses, inserts, evictions, rejects, usage, pinned, capacity, entries). */

@@ -10,8 +10,14 @@
  *     for the data blocks in file order, back to back from offset 0 to data_end (== the filter's
  *     offset); their keys (each block's last internal key) strictly increase; nblocks ==
  *     props.data_blocks >= 1; the last index key == props.largest.
- *   - nothing but own_index (set once, atomically) changes after open, so reads take no lock of
- *     the table's (the cache has its own).
+ *   - index_inplace: the index block has one restart point per entry, and entry i decoded in
+ *     place at restart i (kw_table_index_at) is exactly entry i of the index checked above, so
+ *     a binary search over the restart array finds what a search of the array finds. The
+ *     mapping is immutable (SSTables are never written after they are finished), so this check
+ *     at open stays true: in-place reads do not repeat it, as the private index, whose keys
+ *     point into the same mapping, never did.
+ *   - nothing but own_index (set once, atomically), the lease's contents and the parts'
+ *     counters change after open, so reads take no lock of the table's (the cache has its own).
  */
 #include "table.h"
 
@@ -203,11 +209,71 @@ static bool key_is_inside(kw_slice key, kw_slice contents)
     return k >= c && k + key.size <= c + contents.size;
 }
 
+/* varint32 with the one-byte case inline (index entry headers are almost always one byte). */
+static inline const char *varint32(const char *p, const char *limit, uint32_t *v)
+{
+    if (p < limit && (signed char)*p >= 0) {
+        *v = (uint8_t)*p;
+        return p + 1;
+    }
+    return kw_decode_varint32(p, limit, v);
+}
+
+/* The key at restart i and where its value starts and ends; NULL if it does not decode. */
+static const char *entry_at(const kw_table *t, uint32_t i, kw_slice *key, const char **vend)
+{
+    const char *b = t->index_block.data, *limit = b + t->index_restarts;
+    uint32_t off = kw_decode_fixed32(limit + 4 * (size_t)i), shared, key_len, vlen;
+    if (off >= t->index_restarts)
+        return NULL;
+    const char *p = varint32(b + off, limit, &shared);
+    if (p != NULL)
+        p = varint32(p, limit, &key_len);
+    if (p != NULL)
+        p = varint32(p, limit, &vlen);
+    if (p == NULL || shared != 0 || key_len < KW_TRAILER_SIZE ||
+        (uint64_t)key_len + vlen > (uint64_t)(limit - p))
+        return NULL;
+    *key = kw_slice_make(p, key_len);
+    *vend = p + key_len + vlen;
+    return p + key_len;
+}
+
+bool kw_table_index_key_at(const kw_table *t, uint32_t i, kw_slice *key)
+{
+    const char *vend;
+    return entry_at(t, i, key, &vend) != NULL;
+}
+
+bool kw_table_index_at(const kw_table *t, uint32_t i, kw_table_index_entry *e)
+{
+    kw_slice key;
+    const char *end, *v = entry_at(t, i, &key, &end);
+    if (v == NULL)
+        return false;
+    e->key = key.data;
+    e->key_len = key.size;
+    v = kw_decode_varint64(v, end, &e->offset);
+    if (v != NULL)
+        v = kw_decode_varint64(v, end, &e->size);
+    return v == end;
+}
+
+/* Whether entry i, as the iterator decoded it, is what kw_table_index_at reads at restart i. */
+static bool same_in_place(const kw_table *t, uint32_t i, kw_slice key, uint64_t off,
+                          uint64_t size)
+{
+    kw_table_index_entry e;
+    return kw_table_index_at(t, i, &e) && e.key == key.data && e.key_len == key.size &&
+           e.offset == off && e.size == size;
+}
+
 /* Checks entry i (the iterator's current one) and stores it in ix->entries[i]. A key stored
- * whole in the map is pointed at unless copy_all; other keys are copied to *copy_pos. */
+ * whole in the map is pointed at unless copy_all; other keys are copied to *copy_pos. When
+ * *inplace, also checks that the entry reads the same in place (clears *inplace if not). */
 static kiwi_status add_index_entry(const kw_table *t, kw_table_index *ix, uint32_t i,
                                    kw_block_iter *it, bool copy_all, char **copy_pos,
-                                   char **errmsg)
+                                   bool *inplace, char **errmsg)
 {
     kw_slice key = it->key, v = it->value;
     uint64_t off, size;
@@ -223,6 +289,8 @@ static kiwi_status add_index_entry(const kw_table *t, kw_table_index *ix, uint32
         return index_problem(t, i, "block handle does not follow the previous block", errmsg);
     if (prev && kw_ikey_compare(kw_slice_make(prev->key, prev->key_len), key) >= 0)
         return index_problem(t, i, "keys out of order", errmsg);
+    if (*inplace && !same_in_place(t, i, key, off, size))
+        *inplace = false;
     kw_table_index_entry *e = &ix->entries[i];
     e->key_len = key.size;
     e->offset = off;
@@ -239,13 +307,13 @@ static kiwi_status add_index_entry(const kw_table *t, kw_table_index *ix, uint32
 
 /* Checks the entries of the whole index (walks it twice) and fills ix. */
 static kiwi_status fill_index(const kw_table *t, kw_block_iter *it, kw_table_index *ix,
-                              bool copy_all, char **errmsg)
+                              bool copy_all, bool *inplace, char **errmsg)
 {
     kiwi_status st = KIWI_OK;
     char *copy_pos = (char *)(ix->entries + ix->nblocks);
     uint32_t i = 0;
     for (kw_iter_seek_to_first(&it->base); st == KIWI_OK && it->valid; kw_iter_next(&it->base))
-        st = add_index_entry(t, ix, i++, it, copy_all, &copy_pos, errmsg);
+        st = add_index_entry(t, ix, i++, it, copy_all, &copy_pos, inplace, errmsg);
     if (st == KIWI_OK)
         st = kw_iter_status(&it->base, errmsg);
     if (st != KIWI_OK)
@@ -263,14 +331,21 @@ static kiwi_status fill_index(const kw_table *t, kw_block_iter *it, kw_table_ind
 
 /* Parses and checks the index block (contents: CRC already checked). Pass 1 counts the entries
  * and the key bytes to copy; pass 2 checks and stores. copy_all: the index must not point into
- * the map (a cache entry). */
+ * the map (a cache entry). inplace (NULL: not wanted): set to whether the block can be searched
+ * in place (t->index_restarts must be set when the block has one restart per entry). */
 static kiwi_status build_index(const kw_table *t, kw_slice contents, bool copy_all,
-                               kw_table_index **out, char **errmsg)
+                               kw_table_index **out, bool *inplace, char **errmsg)
 {
     kw_block b;
     kiwi_status st = kw_block_parse(&b, contents, t->path, t->meta_off[2], "index block", errmsg);
     if (st != KIWI_OK)
         return st;
+    bool unused = false;
+    if (inplace == NULL)
+        inplace = &unused; /* a rebuild: not wanted */
+    else
+        *inplace = b.num_restarts == t->props.data_blocks && t->index_restarts == b.restarts_off &&
+               contents.data == t->index_block.data;
     kw_block_iter it;
     kw_block_iter_init(&it, &b);
     uint64_t n = 0, copy_bytes = 0;
@@ -289,7 +364,8 @@ static kiwi_status build_index(const kw_table *t, kw_slice contents, bool copy_a
         ix = kw_malloc(bytes);
         ix->bytes = bytes;
         ix->nblocks = (uint32_t)n;
-        st = fill_index(t, &it, ix, copy_all, errmsg);
+        ix->lease = NULL;
+        st = fill_index(t, &it, ix, copy_all, inplace, errmsg);
     }
     kw_block_iter_cleanup(&it);
     if (st != KIWI_OK) {
@@ -306,7 +382,7 @@ kiwi_status kw_table_rebuild_index(const kw_table *t, bool copy_all, kw_table_in
     kw_slice contents;
     kiwi_status st = check_block(t, t->meta_off[2], t->meta_size[2], "index block", &contents,
                                  errmsg);
-    return st == KIWI_OK ? build_index(t, contents, copy_all, out, errmsg) : st;
+    return st == KIWI_OK ? build_index(t, contents, copy_all, out, NULL, errmsg) : st;
 }
 
 /* ---- open / close ---------------------------------------------------------------------------- */
@@ -344,6 +420,7 @@ static void table_free(kw_table *t)
 {
     if (t->cache != NULL)
         erase_cached(t);
+    kw_lease_unref(t->lease); /* values still pinned elsewhere hold their own references */
     kw_munmap(&t->map);
     kw_table_props_free(&t->props);
     free(t->own_index);
@@ -361,17 +438,27 @@ static kiwi_status load_meta(kw_table *t, kw_block_cache *cache, char **errmsg)
     if (st == KIWI_OK)
         st = parse_props(t, meta[1], errmsg);
     t->index_block = meta[2];
+    kw_block b;
+    if (st == KIWI_OK && kw_block_parse(&b, meta[2], t->path, t->meta_off[2], "", NULL) == KIWI_OK)
+        t->index_restarts = b.restarts_off; /* build_index checks it is usable */
     kw_table_index *ix = NULL;
     bool for_cache = cache != NULL && kw_cache_capacity(cache->index) > 0; /* keys copied */
     if (st == KIWI_OK)
-        st = build_index(t, meta[2], for_cache, &ix, errmsg);
+        st = build_index(t, meta[2], for_cache, &ix, &t->index_inplace, errmsg);
     if (st != KIWI_OK)
         return st;
+    size_t key_bytes = 0; /* the index's charge as a cache entry, whichever way it was built */
+    for (uint32_t i = 0; i < ix->nblocks; i++)
+        key_bytes += ix->entries[i].key_len;
+    t->part[KW_PART_INDEX].charge = sizeof *ix + ix->nblocks * sizeof(kw_table_index_entry) +
+                                    key_bytes + kw_cache_entry_overhead();
     t->filter = meta[0];
     t->props.file_size = t->map.size;
     t->props.filter_size = t->meta_size[0];
     t->props.index_size = t->meta_size[2];
     t->cache = cache; /* only now: a failed open has nothing in the cache to erase */
+    if (cache != NULL)
+        t->lease = kw_lease_create();
     kw_table_warm_cache(t, ix, for_cache);
     return KIWI_OK;
 }
@@ -439,7 +526,7 @@ uint64_t kw_table_uncharged_bytes(const kw_table *t)
 {
     const kw_table_index *ix = __atomic_load_n(&t->own_index, __ATOMIC_ACQUIRE);
     return sizeof *t + strlen(t->path) + 1 + t->props.smallest_len + t->props.largest_len +
-           (ix != NULL ? ix->bytes : 0);
+           (ix != NULL ? ix->bytes : 0) + (t->lease != NULL ? kw_lease_bytes() : 0);
 }
 
 /* ---- verify ---------------------------------------------------------------------------------- */

@@ -25,17 +25,23 @@
  *
  * Block cache (cache.h, docs/internals/cache.md): a table opened with kw_table_open_cached keeps
  * a kw_block_cache pointer and uses its three tiers, keyed (table number, block offset):
- *   - data:  a malloc'd copy of a data block, inserted after its CRC was checked on the copy;
- *            a hit skips the CRC. Reads with fill_cache == false use hits but never insert.
+ *   - data:  a copy of a data block (in a buffer the block cache recycles), inserted after its
+ *            CRC was checked on the copy; a hit skips the CRC. Reads with fill_cache == false
+ *            use hits but never insert.
  *   - index: the table's parsed index array with every key copied into the entry (an entry never
- *            points into a mapping: a pinned entry may outlive the table that made it). On a
- *            miss it is rebuilt from the mapping and verified again (CRC + every check of open).
- *   - bloom: a copy of the filter block, verified on the copy; on a miss that the tier can hold
- *            it is copied again; otherwise the filter is probed in the mapping (checked at open).
- * Charges are the bytes malloc'd for the value plus kw_cache_entry_overhead(). Index and bloom
- * entries are always inserted (fill_cache concerns data blocks only). A tier whose budget is 0
- * is off: that part is read as without a cache (data: the mapping, CRC per read; bloom: the
- * mapping; index: an array private to the table, built once, reported by
+ *            points into a mapping: a pinned entry may outlive the table that made it).
+ *   - bloom: a copy of the filter block, verified on the copy.
+ * The table publishes its own index and filter entries in a lease (cache.h): while they are
+ * cached a get reads them with no cache lock. When the tier does not hold them (evicted, or the
+ * part is larger than a quarter of the tier) the index block is binary-searched in place in the
+ * mapping and the filter probed there: both were verified at open and the mapping is immutable.
+ * After an eviction the table goes back to the tier (rebuild + insert) only after a number of
+ * in-place reads proportional to the part's size, so a tier too small for the indexes in use
+ * costs a bounded fraction of a get, never a rebuild per get. An index block not written with
+ * restart interval 1 cannot be searched in place: such a table keeps a private array instead.
+ * Charges are the bytes allocated for the value plus kw_cache_entry_overhead(). A tier whose
+ * budget is 0 is off: that part is read as without a cache (data: the mapping, CRC per read;
+ * bloom: the mapping; index: an array private to the table, built once, reported by
  * kw_table_uncharged_bytes). kw_table_unref to zero erases the table's entries from every tier.
  * REQUIRES: the kw_block_cache outlives every table opened with it.
  */
@@ -174,8 +180,18 @@ typedef struct {
 typedef struct {
     size_t bytes;     /* the whole allocation */
     uint32_t nblocks; /* == props.data_blocks */
+    kw_lease *lease;  /* a cache entry: the lease of the table that made it (one reference) */
     kw_table_index_entry entries[];
 } kw_table_index;
+
+/* The two parts a table publishes in its lease (cache.h) and reads in place when it must. */
+enum { KW_PART_INDEX = 0, KW_PART_FILTER = 1 };
+
+typedef struct {
+    uint64_t charge;   /* what the part costs in its tier */
+    uint64_t inplace;  /* atomic: reads served in place (counted per KW_LEASE_BATCH) */
+    uint64_t next_try; /* atomic: the tier is consulted again once inplace reaches this */
+} kw_table_part;
 
 struct kw_table {
     int refs;                  /* atomic (__atomic builtins) */
@@ -187,6 +203,10 @@ struct kw_table {
     kw_slice index_block;      /* the index block's contents in the map (checked at open) */
     kw_slice filter;           /* the filter block's contents in the map (checked at open) */
     bool filter_usable;        /* the filter's name is one this reader knows */
+    bool index_inplace;        /* the index block can be searched in place (checked at open) */
+    uint32_t index_restarts;   /* where its restart array starts (one restart per entry) */
+    kw_lease *lease;           /* with a cache: where the index and filter are published */
+    kw_table_part part[2];     /* KW_PART_INDEX, KW_PART_FILTER */
     uint64_t data_end;         /* end of the last data block's trailer == filter offset */
     uint64_t meta_off[3];      /* filter, properties, index block offsets */
     uint64_t meta_size[3];
@@ -198,13 +218,18 @@ struct kw_table {
  * the map's. KIWI_CORRUPTION names path, kind and off. */
 kiwi_status kw_table_check_block(const kw_table *t, const char *copy, uint64_t off,
                                  uint64_t size, const char *kind, char **errmsg);
+/* Index entry i read in place from the index block in the map. REQUIRES: t->index_inplace,
+ * i < nblocks. False if the bytes there do not decode (the file changed under the mapping). */
+bool kw_table_index_at(const kw_table *t, uint32_t i, kw_table_index_entry *e);
+bool kw_table_index_key_at(const kw_table *t, uint32_t i, kw_slice *key); /* the key only */
 /* The index block read from the map and checked again exactly as at open (CRC, every entry).
  * copy_all: every key is copied into the index (a cache entry never points into a mapping). */
 kiwi_status kw_table_rebuild_index(const kw_table *t, bool copy_all, kw_table_index **out,
                                    char **errmsg);
 /* At open (table_iter.c): hands the index just built to the index tier if it was built for it
- * (for_cache: keys copied; freed if the tier cannot hold it), else keeps it as the private
- * index; puts a copy of the filter in the bloom tier when it can hold it. */
+ * (for_cache: keys copied) and the tier can keep it, and publishes it; else keeps it as the
+ * private index unless the index can be searched in place; puts a copy of the filter in the
+ * bloom tier when it can keep it, and publishes it. */
 void kw_table_warm_cache(kw_table *t, kw_table_index *ix, bool for_cache);
 
 #endif /* KW_TABLE_H */

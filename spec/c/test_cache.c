@@ -1,11 +1,13 @@
 /*
- * test_cache.c: the sharded LRU cache (cache.h) and its use by the table reader: LRU order and
- * eviction under the budget, pinned entries surviving eviction/erase/replace/shrink, exact
- * counters, erase_file, zero budget, 4 threads (also run under TSan); tables: data-tier hits,
- * corrupt blocks never cached, evicted/too-small/off index tiers, fill_cache=false, erase on
- * unref, identical results with and without a cache, a concurrent read + resize stress.
+ * test_cache.c: the sharded LRU cache (cache.h): LRU order and eviction under the budget, pinned
+ * entries surviving eviction/erase/replace/shrink, exact counters, erase_file, zero budget,
+ * touch and batched miss counts, the buffer pool, 4 threads; leases: publish, retire, batches,
+ * readers against a retiring writer; tables read by 4 threads while a fifth resizes every tier
+ * and evicts the published index and filter. The whole file also runs under TSan (make
+ * test-tsan); single-threaded table tests are in test_table_cache.c.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,6 +326,189 @@ static void test_threads(void)
     CHECK_EQ_U64(deleted, s.inserts);
 }
 
+/* ---- touch, batched counts, the pool --------------------------------------------------------- */
+
+static void test_touch_and_count(void)
+{
+    deleted = 0;
+    kw_cache *c = kw_cache_create(300);
+    for (uint64_t k = 1; k <= 3; k++)
+        CHECK(put(c, k, 0, 100));
+    CHECK(kw_cache_touch(c, 1, 0, 64)); /* 1 becomes the most recent: 2, 3, 1 */
+    CHECK(!kw_cache_touch(c, 9, 0, 5)); /* absent: the hits still count */
+    CHECK(put(c, 4, 0, 100));
+    CHECK(!has(c, 2, 0) && has(c, 1, 0));
+    kw_cache_count_misses(c, 7, 7, 10);
+    kw_cache_stats s = stats(c);
+    CHECK_EQ_U64(s.hits, 64 + 5 + 1);
+    CHECK_EQ_U64(s.misses, 10 + 1);
+    kw_cache_handle *h = kw_cache_lookup(c, 3, 0); /* pinned: a touch leaves it pinned */
+    CHECK(kw_cache_touch(c, 3, 0, 1));
+    CHECK_EQ_U64(stats(c).pinned, 100);
+    kw_cache_release(c, h);
+    kw_cache_destroy(c);
+}
+
+static void test_pool(void)
+{
+    kw_block_cache *bc = kw_block_cache_create(1u << 20, 0, 0);
+    size_t cap, cap2, cap3;
+    char *a = kw_block_cache_alloc(bc, 4200, &cap);
+    CHECK_EQ_U64(cap, 4352); /* 4200 rounded up to 256 */
+    memset(a, 1, cap);
+    kw_block_cache_recycle(bc, a, cap);
+    char *b = kw_block_cache_alloc(bc, 4100, &cap2); /* the same class: a again */
+    CHECK(b == a && cap2 == 4352);
+    char *big = kw_block_cache_alloc(bc, 100000, &cap3); /* past the classes: exact, freed */
+    CHECK_EQ_U64(cap3, 100000);
+    memset(big, 2, cap3);
+    kw_block_cache_recycle(bc, big, cap3);
+    char *z = kw_block_cache_alloc(bc, 0, &cap3);
+    CHECK_EQ_U64(cap3, 256);
+    kw_block_cache_recycle(bc, z, cap3);
+    char *many[100];
+    for (int i = 0; i < 100; i++) /* more than the pool keeps: the rest is freed (ASan: no leak) */
+        many[i] = kw_block_cache_alloc(bc, 4096, &cap);
+    for (int i = 0; i < 100; i++)
+        kw_block_cache_recycle(bc, many[i], cap);
+    kw_block_cache_recycle(bc, b, cap2);
+    kw_block_cache_destroy(bc); /* frees what the pool kept */
+}
+
+/* ---- leases ---------------------------------------------------------------------------------- */
+
+static void test_lease(void)
+{
+    kw_lease *l = kw_lease_create();
+    kw_lease_section s;
+    int a = 1, b = 2;
+    CHECK(kw_lease_enter(l, 0, &s) == NULL);
+    CHECK(!kw_lease_leave(&s, -1));
+    kw_lease_publish(l, 0, &a);
+    CHECK(kw_lease_enter(l, 0, &s) == &a);
+    kw_lease_leave(&s, -1);
+    CHECK(kw_lease_enter(l, 1, &s) == NULL); /* parts are independent */
+    kw_lease_leave(&s, -1);
+    kw_lease_retire(l, 0, &b); /* not the published one: stays */
+    CHECK(kw_lease_enter(l, 0, &s) == &a);
+    kw_lease_leave(&s, -1);
+    kw_lease_retire(l, 0, &a);
+    CHECK(kw_lease_enter(l, 0, &s) == NULL);
+    kw_lease_leave(&s, -1);
+    /* one batch per KW_LEASE_BATCH uses of a counter in a slot: pinned to one CPU, exact */
+    cpu_set_t old, one;
+    pthread_getaffinity_np(pthread_self(), sizeof old, &old);
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &old)) {
+            CPU_SET(cpu, &one);
+            break;
+        }
+    pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    int batches[KW_LEASE_COUNTERS] = {0};
+    for (int i = 0; i < 10 * KW_LEASE_BATCH; i++)
+        for (int c = 0; c < KW_LEASE_COUNTERS; c++) {
+            kw_lease_enter(l, 0, &s);
+            batches[c] += kw_lease_leave(&s, c);
+        }
+    pthread_setaffinity_np(pthread_self(), sizeof old, &old);
+    for (int c = 0; c < KW_LEASE_COUNTERS; c++)
+        CHECK_EQ_U64(batches[c], 10);
+    kw_lease_ref(l);
+    kw_lease_unref(l);
+    CHECK(kw_lease_bytes() >= KW_LEASE_SLOTS * 64);
+    kw_lease_unref(l);
+}
+
+/* Readers use whatever value is published while a writer keeps publishing new ones and
+ * retiring (then poisoning and freeing) the old: a reader must never see a poisoned or freed
+ * value (ASan: use after free; TSan: a race with the poisoning). */
+typedef struct {
+    int magic;
+    int serial;
+} lval;
+
+typedef struct {
+    kw_lease *l;
+    int stop;    /* atomic */
+    long uses;   /* by the reader */
+    long leaves;
+    long batches;
+    int bad;
+} lease_run;
+
+static void *lease_reader(void *arg)
+{
+    lease_run *r = arg;
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+        kw_lease_section s;
+        const lval *v = kw_lease_enter(r->l, 0, &s);
+        if (v != NULL) {
+            r->bad += v->magic != 0x5eed;
+            __atomic_store_n(&r->uses, r->uses + 1, __ATOMIC_RELAXED); /* the writer reads it */
+        }
+        r->batches += kw_lease_leave(&s, v != NULL ? 0 : 1);
+        r->leaves++;
+    }
+    return NULL;
+}
+
+/* Whether every reader has used some published values (so the writer ran long enough). */
+static bool all_used(lease_run *r, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (__atomic_load_n(&r[i].uses, __ATOMIC_RELAXED) < 1000)
+            return false;
+    return true;
+}
+
+static void test_lease_threads(void)
+{
+    lease_run r[3];
+    pthread_t th[3];
+    kw_lease *l = kw_lease_create();
+    for (int i = 0; i < 3; i++) {
+        r[i] = (lease_run){l, 0, 0, 0, 0, 0};
+        pthread_create(&th[i], NULL, lease_reader, &r[i]);
+    }
+    lval *prev = NULL;
+    for (int i = 0; i < 3000 || !all_used(r, 3); i++) {
+        lval *v = malloc(sizeof *v);
+        v->magic = 0x5eed;
+        v->serial = i;
+        kw_lease_publish(l, 0, v);
+        if (prev != NULL) {
+            kw_lease_retire(l, 0, prev);
+            prev->magic = 0; /* poison: a reader still using it would see this */
+            free(prev);
+        }
+        prev = v;
+        if (i % 500 == 0) { /* sometimes nothing is published for a while */
+            kw_lease_retire(l, 0, prev);
+            free(prev);
+            prev = NULL;
+            sched_yield();
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        __atomic_store_n(&r[i].stop, 1, __ATOMIC_RELEASE);
+    long uses = 0, leaves = 0, batches = 0; /* a slot's counters are shared by its readers */
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_U64(r[i].bad, 0);
+        uses += r[i].uses;
+        leaves += r[i].leaves;
+        batches += r[i].batches;
+    }
+    CHECK(uses >= 3000 && batches * KW_LEASE_BATCH <= leaves);
+    CHECK(batches * KW_LEASE_BATCH >= leaves - 2 * (KW_LEASE_BATCH - 1) * KW_LEASE_SLOTS);
+    if (prev != NULL) {
+        kw_lease_retire(l, 0, prev);
+        free(prev);
+    }
+    kw_lease_unref(l);
+}
+
 /* ---- tables ---------------------------------------------------------------------------------- */
 
 #define NKEYS 20000
@@ -372,51 +557,6 @@ static kiwi_status get_i(kw_table *t, int i, bool fill, kw_table_lookup_info *in
     return st;
 }
 
-static void test_table_data_hits(void)
-{
-    char *dir = ctest_tmpdir("cache");
-    char *path = make_table(dir);
-    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
-    kw_table *t;
-    char *err = NULL;
-    char **errp = &err;
-    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
-    CHECK(kw_table_cache(t) == bc);
-    const kw_table_props *p = kw_table_properties(t);
-    CHECK_EQ_U64(stats(bc->index).inserts, 1); /* warmed at open */
-    CHECK_EQ_U64(stats(bc->bloom).inserts, 1);
-    CHECK(stats(bc->bloom).usage >= p->filter_size && stats(bc->index).usage >= p->index_size);
-    kw_table_lookup_info info;
-    CHECK(get_i(t, 5, true, &info, &err) == KIWI_OK);
-    CHECK(info.bloom_cache == KW_CACHE_HIT && info.index_cache == KW_CACHE_HIT &&
-          info.data_cache == KW_CACHE_MISS && info.block_read);
-    CHECK(get_i(t, 6, true, &info, &err) == KIWI_OK); /* the same block */
-    CHECK(info.data_cache == KW_CACHE_HIT);
-    kw_cache_stats d = stats(bc->data);
-    CHECK_EQ_U64(d.hits, 1);
-    CHECK_EQ_U64(d.misses, 1);
-    CHECK_EQ_U64(d.inserts, 1);
-    CHECK_EQ_U64(d.usage, info.block_size + sizeof(size_t) + kw_cache_entry_overhead());
-    kw_lookup r; /* the old API: the value points into the map, also on a hit */
-    kw_slice v;
-    CHECK(kw_table_get(t, kw_slice_make("key00000010", 11), KW_MAX_SEQ, &r, &v, &info, &err) ==
-          KIWI_OK);
-    CHECK(r == KW_LOOKUP_FOUND && info.data_cache == KW_CACHE_HIT && v.size == 40 &&
-          memcmp(v.data, "v5 ", 3) == 0);
-    CHECK(get_i(t, NKEYS - 1, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_MISS);
-    CHECK(kw_table_get(t, kw_slice_make("key00000011", 11), KW_MAX_SEQ, &r, &v, &info, &err) ==
-              KIWI_OK &&
-          r == KW_LOOKUP_MISS);
-    CHECK(!info.bloom_may_contain || info.data_cache == KW_CACHE_HIT);
-    if (!info.bloom_may_contain)
-        CHECK(info.index_cache == KW_CACHE_NONE && info.data_cache == KW_CACHE_NONE);
-    kw_table_unref(t);
-    kw_block_cache_destroy(bc);
-    free(err);
-    free(path);
-    ctest_rmtree(dir);
-}
-
 /* Scans the table; the number of entries (each value checked) and the iterator's status. */
 static size_t scan_st(kw_table *t, bool fill, kiwi_status *st)
 {
@@ -434,231 +574,8 @@ static size_t scan_st(kw_table *t, bool fill, kiwi_status *st)
     return n;
 }
 
-static size_t scan(kw_table *t, bool fill)
-{
-    kiwi_status st;
-    size_t n = scan_st(t, fill, &st);
-    CHECK(st == KIWI_OK);
-    return n;
-}
-
-static void test_table_fill_cache_false(void)
-{
-    char *dir = ctest_tmpdir("cache");
-    char *path = make_table(dir);
-    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
-    kw_table *t;
-    char *err = NULL;
-    char **errp = &err;
-    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
-    kw_table_lookup_info info;
-    for (int round = 0; round < 2; round++) {
-        CHECK(get_i(t, 100, false, &info, &err) == KIWI_OK);
-        CHECK(info.data_cache == KW_CACHE_MISS);
-    }
-    CHECK_EQ_U64(stats(bc->data).inserts, 0);
-    CHECK_EQ_U64(scan(t, false), NKEYS);
-    CHECK_EQ_U64(stats(bc->data).inserts, 0);
-    CHECK(get_i(t, 100, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_MISS);
-    CHECK(get_i(t, 100, false, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_HIT);
-    CHECK_EQ_U64(stats(bc->data).inserts, 1);
-    CHECK_EQ_U64(scan(t, true), NKEYS); /* a filling scan inserts every block */
-    CHECK_EQ_U64(stats(bc->data).entries, kw_table_properties(t)->data_blocks);
-    kw_table_unref(t);
-    kw_block_cache_destroy(bc);
-    free(err);
-    free(path);
-    ctest_rmtree(dir);
-}
-
-static void flip_byte(const char *path, uint64_t off)
-{
-    FILE *f = fopen(path, "r+b");
-    fseek(f, (long)off, SEEK_SET);
-    int ch = fgetc(f);
-    fseek(f, (long)off, SEEK_SET);
-    fputc(ch ^ 0x40, f);
-    fclose(f);
-}
-
-static void test_table_corrupt_never_cached(void)
-{
-    char *dir = ctest_tmpdir("cache");
-    char *path = make_table(dir);
-    kw_table *t;
-    char *err = NULL;
-    char **errp = &err;
-    kw_table_lookup_info info;
-    CHECK_OK(kw_table_open(path, 42, &t, &err), errp);
-    CHECK(get_i(t, 500, true, &info, &err) == KIWI_OK);
-    kw_table_unref(t);
-    flip_byte(path, info.block_offset + 7);
-    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
-    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
-    for (int round = 0; round < 3; round++) {
-        CHECK(get_i(t, 500, true, &info, &err) == KIWI_CORRUPTION);
-        CHECK(err != NULL && strstr(err, "checksum mismatch") != NULL);
-        CHECK(info.data_cache == KW_CACHE_MISS);
-    }
-    kiwi_status st;
-    CHECK(scan_st(t, true, &st) < NKEYS && st == KIWI_CORRUPTION); /* stops at the bad block */
-    CHECK_EQ_U64(stats(bc->data).inserts, stats(bc->data).entries);
-    kw_cache_handle *h = kw_cache_lookup(bc->data, 42, info.block_offset);
-    CHECK(h == NULL);
-    CHECK(get_i(t, 0, true, &info, &err) == KIWI_OK); /* other blocks are fine */
-    kw_table_unref(t);
-    kw_block_cache_destroy(bc);
-    free(err);
-    free(path);
-    ctest_rmtree(dir);
-}
-
-/* The footer's index handle. */
-static void index_handle(const char *path, uint64_t *off, uint64_t *size)
-{
-    char *data;
-    size_t len;
-    CHECK(kw_read_file(path, &data, &len, NULL) == KIWI_OK);
-    *off = kw_decode_fixed64(data + len - 64 + 32);
-    *size = kw_decode_fixed64(data + len - 64 + 40);
-    free(data);
-}
-
-static void test_table_index_tier(void)
-{
-    char *dir = ctest_tmpdir("cache");
-    char *path = make_table(dir);
-    uint64_t ioff, isize;
-    index_handle(path, &ioff, &isize);
-    kw_block_cache *bc = kw_block_cache_create(1u << 20, 1u << 20, 1u << 20);
-    kw_table *t;
-    char *err = NULL;
-    char **errp = &err;
-    kw_table_lookup_info info;
-    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
-    uint64_t own = kw_table_uncharged_bytes(t); /* no private index */
-    kw_cache_erase(bc->index, 42, ioff);        /* as if evicted */
-    CHECK(get_i(t, 7, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_MISS);
-    CHECK(get_i(t, 9, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_HIT);
-    CHECK_EQ_U64(stats(bc->index).inserts, 2); /* open + the rebuild */
-    CHECK_EQ_U64(stats(bc->index).entries, 1);
-
-    kw_cache_set_capacity(bc->index, 100); /* smaller than the index: rebuilt on every get */
-    for (int i = 0; i < 50; i++) {
-        CHECK(get_i(t, i * 97, true, &info, &err) == KIWI_OK);
-        CHECK(info.index_cache == KW_CACHE_MISS);
-    }
-    CHECK_EQ_U64(stats(bc->index).rejects, 50);
-    CHECK_EQ_U64(stats(bc->index).usage, 0);
-    CHECK_EQ_U64(scan(t, true), NKEYS);
-
-    kw_cache_set_capacity(bc->index, 0); /* off: a private index, built once */
-    CHECK(get_i(t, 11, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_OFF);
-    CHECK(kw_table_uncharged_bytes(t) > own + isize);
-    kw_cache_set_capacity(bc->index, 1u << 20); /* on again: the tier serves again */
-    CHECK(get_i(t, 12, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_MISS);
-    CHECK(get_i(t, 13, true, &info, &err) == KIWI_OK && info.index_cache == KW_CACHE_HIT);
-
-    /* a rebuild is verified again: damage the index on disk (the map is shared) and evict it */
-    flip_byte(path, ioff + isize / 2);
-    CHECK(get_i(t, 14, true, &info, &err) == KIWI_OK); /* the cached copy is still good */
-    kw_cache_erase(bc->index, 42, ioff);
-    CHECK(get_i(t, 14, true, &info, &err) == KIWI_CORRUPTION);
-    CHECK(err != NULL && strstr(err, "index block at offset") && strstr(err, "checksum mismatch"));
-    kw_table_unref(t);
-    kw_block_cache_destroy(bc);
-    free(err);
-    free(path);
-    ctest_rmtree(dir);
-}
-
-static void test_table_erase_on_unref(void)
-{
-    char *dir = ctest_tmpdir("cache");
-    char *path = make_table(dir);
-    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
-    kw_table *t, *other;
-    char *err = NULL;
-    char **errp = &err;
-    kw_table_lookup_info info;
-    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
-    CHECK_OK(kw_table_open_cached(path, 43, bc, &other, &err), errp); /* another file number */
-    for (int i = 0; i < NKEYS; i += 1000)
-        CHECK(get_i(t, i, true, &info, &err) == KIWI_OK && get_i(other, i, true, &info, &err) == KIWI_OK);
-    uint64_t data_entries = stats(bc->data).entries;
-    CHECK(data_entries >= 40);
-    /* other files' entries make the tier large: each table's blocks are then erased one by
-     * one (offsets from its index) rather than by a walk of the tier; both must be exact */
-    for (uint64_t i = 0; i < 2000; i++)
-        CHECK(put(bc->data, 7, i * 4096, 100));
-    kw_iter *it = kw_table_iter(t); /* holds a reference: nothing erased yet */
-    kw_iter_seek_to_first(it);
-    kw_table_unref(t);
-    CHECK_EQ_U64(stats(bc->data).entries, data_entries + 2000);
-    CHECK(kw_iter_valid(it) && memcmp(kw_iter_value(it).data, "v0 ", 3) == 0);
-    kw_iter_destroy(it); /* the last reference: table 42's entries go from every tier */
-    CHECK_EQ_U64(stats(bc->data).entries, data_entries / 2 + 2000);
-    CHECK_EQ_U64(stats(bc->index).entries, 1);
-    CHECK_EQ_U64(stats(bc->bloom).entries, 1);
-    CHECK(get_i(other, 0, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_HIT);
-    kw_table_unref(other);
-    CHECK_EQ_U64(stats(bc->data).entries, 2000);
-    CHECK_EQ_U64(stats(bc->data).usage, 2000 * 100);
-    kw_cache_erase_file(bc->data, 7);
-    for (int tier = 0; tier < 3; tier++) {
-        kw_cache *c = tier == 0 ? bc->data : tier == 1 ? bc->index : bc->bloom;
-        CHECK_EQ_U64(stats(c).entries, 0);
-        CHECK_EQ_U64(stats(c).usage, 0);
-    }
-    kw_block_cache_destroy(bc);
-    free(err);
-    free(path);
-    ctest_rmtree(dir);
-}
-
-/* Same answers with no cache, all tiers off, and tiny tiers (constant eviction). */
-static void test_table_same_results(void)
-{
-    char *dir = ctest_tmpdir("cache");
-    char *path = make_table(dir);
-    size_t budgets[3][3] = {{0, 0, 0}, {9000, 1u << 20, 100}, {1u << 30, 1u << 30, 1u << 30}};
-    kw_table *plain;
-    char *err = NULL;
-    char **errp = &err;
-    CHECK_OK(kw_table_open(path, 42, &plain, &err), errp);
-    for (int b = 0; b < 3; b++) {
-        kw_block_cache *bc = kw_block_cache_create(budgets[b][0], budgets[b][1], budgets[b][2]);
-        kw_table *t;
-        CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
-        for (int i = 0; i < NKEYS; i += 7) {
-            kw_table_lookup_info a, c;
-            CHECK(get_i(t, i, true, &c, &err) == KIWI_OK && get_i(plain, i, true, &a, &err) == KIWI_OK);
-            CHECK(a.block_offset == c.block_offset && a.block_index == c.block_index &&
-                  a.bloom_may_contain == c.bloom_may_contain);
-            if (b == 0)
-                CHECK(c.data_cache == KW_CACHE_OFF && c.index_cache == KW_CACHE_OFF &&
-                      c.bloom_cache == KW_CACHE_OFF);
-            char k[16];
-            snprintf(k, sizeof k, "key%08d", i * 2 + 1); /* absent */
-            kw_lookup r1, r2;
-            kw_slice v1, v2;
-            CHECK(kw_table_get(t, kw_slice_make(k, 11), KW_MAX_SEQ, &r1, &v1, NULL, NULL) == KIWI_OK);
-            CHECK(kw_table_get(plain, kw_slice_make(k, 11), KW_MAX_SEQ, &r2, &v2, NULL, NULL) == KIWI_OK);
-            CHECK(r1 == KW_LOOKUP_MISS && r2 == KW_LOOKUP_MISS);
-        }
-        CHECK_EQ_U64(scan(t, true), NKEYS);
-        if (b == 1)
-            CHECK(stats(bc->data).evictions > 100 && stats(bc->data).usage <= 9000);
-        kw_table_unref(t);
-        kw_block_cache_destroy(bc);
-    }
-    kw_table_unref(plain);
-    free(err);
-    free(path);
-    ctest_rmtree(dir);
-}
-
-/* 4 readers (gets and scans) while a fifth thread resizes every tier. */
+/* 4 readers (gets and scans) while a fifth thread resizes every tier and evicts the table's
+ * published index and filter (their deleters wait out the readers inside a lease section). */
 typedef struct {
     kw_table *t;
     kw_block_cache *bc;
@@ -694,6 +611,10 @@ static void *resizer(void *arg)
         kw_cache_set_capacity(bc->data, sizes[i % 4]);
         kw_cache_set_capacity(bc->index, sizes[(i / 3) % 4]);
         kw_cache_set_capacity(bc->bloom, sizes[(i / 5) % 4]);
+        if (i % 2 == 1) {
+            kw_cache_erase_file(bc->index, 42);
+            kw_cache_erase_file(bc->bloom, 42);
+        }
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
@@ -745,12 +666,10 @@ int main(void)
     RUN(test_erase_file);
     RUN(test_zero_budget);
     RUN(test_threads);
-    RUN(test_table_data_hits);
-    RUN(test_table_fill_cache_false);
-    RUN(test_table_corrupt_never_cached);
-    RUN(test_table_index_tier);
-    RUN(test_table_erase_on_unref);
-    RUN(test_table_same_results);
+    RUN(test_touch_and_count);
+    RUN(test_pool);
+    RUN(test_lease);
+    RUN(test_lease_threads);
     RUN(test_table_threads);
     return ctest_summary();
 }

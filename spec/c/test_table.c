@@ -2,7 +2,8 @@
  * test_table.c: blocks and SSTables: build from sorted internal keys, reopen, compare every get,
  * seek and iteration with a sorted-array model; properties; bloom; corruption of data blocks,
  * index, properties, footer; truncated and empty files; builder errors; index keys stored
- * prefix-compressed (the reader's copy path); the same answers through a block cache.
+ * prefix-compressed (the reader's copy path, and no search in place). Reads through a block
+ * cache are in test_table_cache.c (one thread) and test_cache.c (threads).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -447,59 +448,6 @@ static void test_table_many(void)
     ctest_rmtree(dir);
 }
 
-/* ---- tables through a block cache (cache.h; more in test_cache.c) ---------------------------- */
-
-/* The mixed model through a block cache must answer exactly as without one: a data tier too
- * small for most blocks (constant eviction; the 1 MiB block never fits), the index tier off and
- * a bloom tier too small for the filter; then tiers that hold everything. */
-static void test_table_cached(void)
-{
-    char *dir = ctest_tmpdir("table");
-    char *path = kw_join_path(dir, "000005.sst");
-    model m = {0};
-    model_mixed(&m);
-    kw_table_options o;
-    kw_table_options_default(&o);
-    o.block_size = 256;
-    char *err = NULL;
-    char **errp = &err; /* CHECK_OK(x, &err) trips -Werror=address */
-    CHECK_OK(build(path, &m, &o, NULL, &err), errp);
-    size_t budgets[2][3] = {{2000, 0, 64}, {1u << 30, 1u << 30, 1u << 30}};
-    for (int b = 0; b < 2; b++) {
-        kw_block_cache *bc = kw_block_cache_create(budgets[b][0], budgets[b][1], budgets[b][2]);
-        kw_table *t;
-        CHECK_OK(kw_table_open_cached(path, 5, bc, &t, &err), errp);
-        kw_buf v;
-        kw_buf_init(&v);
-        for (int pass = 0; pass < 2; pass++) /* the second pass hits where the tiers can */
-            for (size_t i = 0; i < m.n; i++) {
-                kw_slice uk = kw_ikey_user(ek(&m.e[i]));
-                uint64_t s = kw_ikey_seq(ek(&m.e[i]));
-                check_gets(t, &m, uk.data, uk.size, s);
-                check_gets(t, &m, uk.data, uk.size, KW_MAX_SEQ);
-                const entry *want = NULL;
-                kw_lookup r, expect = model_get(&m, uk, s - 1, &want);
-                CHECK(kw_table_get_ex(t, uk, s - 1, pass == 0, &r, &v, NULL, &err) == KIWI_OK);
-                CHECK(r == expect && (r != KW_LOOKUP_FOUND ||
-                                      same(kw_slice_make(v.data, v.len), want->val, want->vlen)));
-            }
-        check_iteration(t, &m, 1);
-        CHECK(kw_table_verify(t, &err) == KIWI_OK);
-        kw_cache_stats d;
-        kw_cache_get_stats(bc->data, &d);
-        CHECK(d.usage <= d.capacity && d.hits > 0);
-        if (b == 0)
-            CHECK(d.evictions > 100);
-        kw_buf_free(&v);
-        kw_table_unref(t);
-        kw_block_cache_destroy(bc);
-    }
-    free(err);
-    free(path);
-    model_free(&m);
-    ctest_rmtree(dir);
-}
-
 /* ---- corruption ------------------------------------------------------------------------------ */
 
 static void flip_byte(const char *path, uint64_t off)
@@ -842,7 +790,6 @@ int main(void)
     RUN(test_block_corrupt);
     RUN(test_table_mixed);
     RUN(test_table_many);
-    RUN(test_table_cached);
     RUN(test_corrupt_data_block);
     RUN(test_corrupt_meta);
     RUN(test_compressed_index);
