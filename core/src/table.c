@@ -158,6 +158,53 @@ static bool set_prop(kw_table *t, int which, const msgpack_object *v, uint64_t *
     return true;
 }
 
+/* msgpack headers 0xc4..0xdf: bytes of the length field, fixed bytes after it, and what the
+ * length counts (0: bytes, 1: nothing, 2: array elements, 3: map pairs). */
+static const struct {
+    uint8_t len_bytes, fixed, kind;
+} mp_header[28] = {
+    {1, 0, 0}, {2, 0, 0}, {4, 0, 0}, {1, 1, 0}, {2, 1, 0}, {4, 1, 0}, {0, 4, 1}, {0, 8, 1},
+    {0, 1, 1}, {0, 2, 1}, {0, 4, 1}, {0, 8, 1}, {0, 1, 1}, {0, 2, 1}, {0, 4, 1}, {0, 8, 1},
+    {0, 2, 1}, {0, 3, 1}, {0, 5, 1}, {0, 9, 1}, {0, 17, 1}, {1, 0, 0}, {2, 0, 0}, {4, 0, 0},
+    {2, 0, 2}, {4, 0, 2}, {2, 0, 3}, {4, 0, 3}};
+
+/* Whether p[0..n) starts with one msgpack object whose containers announce no more elements
+ * than there are bytes left. msgpack-c allocates a container's elements before reading them, so
+ * an unchecked 4-byte count would make it ask for up to 64 GiB (fuzz regression
+ * open-props-huge-container). Every element takes at least one byte. */
+static bool msgpack_plausible(const unsigned char *p, size_t n)
+{
+    uint64_t pending = 1, count = 0;
+    size_t i = 0;
+    while (pending-- > 0) {
+        if (i >= n || p[i] == 0xc1)
+            return false;
+        unsigned c = p[i++];
+        uint64_t skip = 0;
+        int kind = 1;
+        if ((c >= 0x80 && c <= 0x9f) || (c >= 0xa0 && c <= 0xbf)) {
+            count = c <= 0x9f ? c & 0x0f : c & 0x1f;
+            kind = c <= 0x8f ? 3 : c <= 0x9f ? 2 : 0;
+        } else if (c >= 0xc4 && c <= 0xdf) {
+            int lb = mp_header[c - 0xc4].len_bytes;
+            if ((size_t)lb > n - i)
+                return false;
+            for (count = 0; lb-- > 0;)
+                count = count << 8 | p[i++];
+            skip = mp_header[c - 0xc4].fixed;
+            kind = mp_header[c - 0xc4].kind;
+        }
+        if (kind == 0)
+            skip += count;
+        else if (kind >= 2)
+            pending += kind == 3 ? 2 * count : count;
+        if (skip > n - i || pending > n - i)
+            return false;
+        i += skip;
+    }
+    return true;
+}
+
 static kiwi_status parse_props(kw_table *t, kw_slice block, char **errmsg)
 {
     const char *problem = NULL;
@@ -166,7 +213,8 @@ static kiwi_status parse_props(kw_table *t, kw_slice block, char **errmsg)
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t pos = 0;
-    if (msgpack_unpack_next(&u, block.data, block.size, &pos) != MSGPACK_UNPACK_SUCCESS ||
+    if (!msgpack_plausible((const unsigned char *)block.data, block.size) ||
+        msgpack_unpack_next(&u, block.data, block.size, &pos) != MSGPACK_UNPACK_SUCCESS ||
         u.data.type != MSGPACK_OBJECT_MAP || pos != block.size)
         problem = "not a msgpack map";
     for (uint32_t i = 0; problem == NULL && i < u.data.via.map.size; i++) {

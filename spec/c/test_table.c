@@ -555,6 +555,23 @@ static void test_corrupt_meta(void)
                  (unsigned long long)off);
         expect_open_corrupt(path, needle);
     }
+    /* a properties block whose map announces 2^32 - 1 pairs, CRC repaired: refused before
+     * msgpack-c would allocate for them (fuzz regression open-props-huge-container) */
+    CHECK_OK(build(path, &m, NULL, NULL, &err), errp);
+    uint64_t poff, psize;
+    footer_handle(path, 1, &poff, &psize);
+    char *data;
+    size_t len;
+    CHECK_OK(kw_read_file(path, &data, &len, &err), errp);
+    memcpy(data + poff, "\xdf\xff\xff\xff\xff", 5);
+    kw_encode_fixed32(data + poff + psize + 1,
+                      kw_crc32c_extend(kw_crc32c(data + poff, psize), data + poff + psize, 1));
+    FILE *f = fopen(path, "wb");
+    fwrite(data, 1, len, f);
+    fclose(f);
+    free(data);
+    expect_open_corrupt(path, "properties block at offset");
+    expect_open_corrupt(path, "not a msgpack map");
     kw_table_props bp;
     CHECK_OK(build(path, &m, NULL, &bp, &err), errp);
     uint64_t foff = bp.file_size - 64;
