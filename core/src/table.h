@@ -51,6 +51,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "block.h"
 #include "cache.h"
 #include "common.h"
 #include "env.h" /* kw_mmap */
@@ -165,9 +166,10 @@ kw_iter *kw_table_iter_ex(kw_table *t, bool fill_cache);
 kiwi_status kw_table_verify(kw_table *t, char **errmsg);
 
 /* ---- reader internals --------------------------------------------------------------------- *
- * Shared by table.c (open: footer, properties, index parsing; close; verification) and
- * table_iter.c (reads: the cache tiers, point lookups, the iterator). No other module may use
- * them: the struct is here only so that the reader can live in two files. */
+ * Shared by table.c (open: footer, properties, index parsing; close; verification),
+ * table_read.c (where each part comes from: cache tiers, lease, mapping) and table_iter.c (point
+ * lookups, the iterator). No other module may use them: they are here only so that the reader
+ * can live in three files. */
 
 typedef struct {
     const char *key;  /* the block's last internal key (into the map, or into the index's copies) */
@@ -226,7 +228,54 @@ bool kw_table_index_key_at(const kw_table *t, uint32_t i, kw_slice *key); /* the
  * copy_all: every key is copied into the index (a cache entry never points into a mapping). */
 kiwi_status kw_table_rebuild_index(const kw_table *t, bool copy_all, kw_table_index **out,
                                    char **errmsg);
-/* At open (table_iter.c): hands the index just built to the index tier if it was built for it
+/* ---- reading the parts (table_read.c), for point lookups and iterators (table_iter.c) ---- */
+
+/* A table's index as one read uses it. */
+typedef struct {
+    const kw_table_index *array; /* NULL: the index block, searched in place in the map */
+    kw_cache_handle *handle;     /* the pinned index-tier entry, or NULL */
+    kw_table_index *owned;       /* rebuilt but not kept by the tier: freed at release */
+    uint32_t nblocks;
+} kw_index_ref;
+
+/* Where a key's block is: index entry `index` (== nblocks: past the table's last key). */
+typedef struct {
+    uint32_t index;
+    uint64_t offset, size;
+} kw_block_loc;
+
+/* A data block as one read uses it. */
+typedef struct {
+    kw_block block;          /* parsed; its bytes are in the map or in the cached copy */
+    kw_cache_handle *handle; /* the pinned data-tier entry, or NULL (bytes in the map) */
+} kw_block_ref;
+
+/* The index through the tier, pinned until kw_table_index_release: private (tier off), in
+ * place, a hit, or rebuilt, checked, inserted and published. For iterators. */
+kiwi_status kw_table_index_acquire(kw_table *t, kw_index_ref *ref, kw_cache_result *res,
+                                   char **errmsg);
+void kw_table_index_release(kw_table *t, kw_index_ref *ref);
+/* Entry i of the index; KIWI_CORRUPTION if it does not decode in place. */
+kiwi_status kw_table_index_get(const kw_table *t, const kw_index_ref *r, uint32_t i,
+                               kw_table_index_entry *e, char **errmsg);
+/* The first block whose last key is >= target. */
+kiwi_status kw_table_find_block(const kw_table *t, const kw_index_ref *r, kw_slice target,
+                                kw_block_loc *loc, char **errmsg);
+/* A get's index search: the published index or the block in place without a lock when it
+ * can, else through the tier. */
+kiwi_status kw_table_index_search(kw_table *t, kw_slice target, kw_block_loc *loc,
+                                  kw_cache_result *res, char **errmsg);
+/* The bloom filter's answer for ukey ("maybe" when the filter is unusable). */
+kiwi_status kw_table_bloom_check(kw_table *t, kw_slice ukey, bool *may_contain,
+                                 kw_cache_result *res, char **errmsg);
+/* The data block at (off, size): a data-tier hit, or the map with its CRC checked (copied into
+ * the tier, checked on the copy, when fill_cache and the tier can hold it). A corrupt block is
+ * never inserted; on error nothing is held. */
+kiwi_status kw_table_block_acquire(kw_table *t, uint64_t off, uint64_t size, bool fill_cache,
+                                   kw_block_ref *ref, kw_cache_result *res, char **errmsg);
+void kw_table_block_release(kw_table *t, kw_block_ref *ref);
+
+/* At open (table_read.c): hands the index just built to the index tier if it was built for it
  * (for_cache: keys copied) and the tier can keep it, and publishes it; else keeps it as the
  * private index unless the index can be searched in place; puts a copy of the filter in the
  * bloom tier when it can keep it, and publishes it. */

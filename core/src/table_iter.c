@@ -1,22 +1,7 @@
 /*
- * table_iter.c: reading an open SSTable (table.h) through the block cache: where each part comes
- * from (a cache tier, the table's lease, or the mapping), point lookups and the two-level
- * iterator. Opening, parsing and verification are in table.c.
- *
- * Every cache value made here is a self-contained copy whose bytes were checked (CRC, or every
- * check of open for an index) as they were copied, so a hit needs no check and a value never
- * points into a mapping (a pinned entry may outlive the table that made it). Charges are the
- * bytes allocated for a value plus kw_cache_entry_overhead().
- *
- * The index and the filter of a table (its two "parts") are read, in order of preference:
- *   1. published in the table's lease (cache.h): no lock; uses are counted per batch as hits
- *      (which also refreshes the entry's LRU position);
- *   2. in place in the mapping, when the tier cannot keep the part (larger than 1/KEEP_FRACTION
- *      of the tier) or while the table waits out retry_after() in-place reads after an
- *      eviction; counted per batch as misses, and no lock either;
- *   3. through the tier: a lookup (then published), or on a miss a rebuild or copy, inserted and
- *      published. Iterators always start here, since they pin the index with a handle.
- * Tier off (budget 0): the private index and the filter in the map, as without a cache.
+ * table_iter.c: point lookups and the two-level iterator of an open SSTable (table.h). Where
+ * the index, the filter and each data block come from (a cache tier, the table's lease or the
+ * mapping) is table_read.c's business; opening, parsing and verification are in table.c.
  */
 #include "table.h"
 
@@ -25,506 +10,7 @@
 #include <string.h>
 
 #include "block.h"
-#include "bloom.h"
-#include "coding.h"
 #include "dbformat.h"
-
-#define KEEP_FRACTION 4 /* a part larger than this fraction of its tier is read in place */
-
-/* A cached filter: one allocation, the filter's bytes after the header. */
-typedef struct {
-    kw_lease *lease; /* the lease of the table that made it (one reference), or NULL */
-    size_t size;
-    char data[];
-} byte_copy;
-
-static size_t copy_charge(uint64_t size)
-{
-    return sizeof(byte_copy) + size + kw_cache_entry_overhead();
-}
-
-/* A cached data block, in a buffer of the block cache's pool (kw_block_cache_alloc). */
-typedef struct {
-    kw_block_cache *bc; /* whose pool takes the buffer back */
-    size_t capacity;    /* the buffer's size: the charge, with the entry overhead */
-    size_t size;
-    char data[];
-} block_copy;
-
-static void free_block(void *v)
-{
-    block_copy *b = v;
-    kw_block_cache_recycle(b->bc, b, b->capacity);
-}
-
-/* Deleters of published parts: unpublish and wait out the lease's readers first. */
-static void free_index(void *v)
-{
-    kw_table_index *ix = v;
-    if (ix->lease != NULL) {
-        kw_lease_retire(ix->lease, KW_PART_INDEX, ix);
-        kw_lease_unref(ix->lease);
-    }
-    free(ix);
-}
-
-static void free_filter(void *v)
-{
-    byte_copy *c = v;
-    if (c->lease != NULL) {
-        kw_lease_retire(c->lease, KW_PART_FILTER, c);
-        kw_lease_unref(c->lease);
-    }
-    free(c);
-}
-
-/* Copies the block at off to dst and checks the copy (CRC, compression type). REQUIRES: the
- * block lies inside the map (index entries and footer handles were bounds-checked at open). */
-static kiwi_status copy_checked(const kw_table *t, char *dst, uint64_t off, uint64_t size,
-                                const char *kind, char **errmsg)
-{
-    memcpy(dst, t->map.data + off, size);
-    return kw_table_check_block(t, dst, off, size, kind, errmsg);
-}
-
-/* ---- tiers and parts ------------------------------------------------------------------------- */
-
-enum { TIER_DATA, TIER_INDEX, TIER_BLOOM };
-
-/* The tier, or NULL without a cache. */
-static kw_cache *tier(const kw_table *t, int which)
-{
-    if (t->cache == NULL)
-        return NULL;
-    return which == TIER_DATA ? t->cache->data
-                              : which == TIER_INDEX ? t->cache->index : t->cache->bloom;
-}
-
-static bool is_on(const kw_cache *c)
-{
-    return c != NULL && kw_cache_capacity(c) > 0;
-}
-
-/* Part p's tier and cache key offset. */
-static kw_cache *part_tier(const kw_table *t, int p)
-{
-    return tier(t, p == KW_PART_INDEX ? TIER_INDEX : TIER_BLOOM);
-}
-
-static uint64_t part_off(const kw_table *t, int p)
-{
-    return p == KW_PART_INDEX ? t->meta_off[2] : t->meta_off[0];
-}
-
-/* Lease counters: uses of the published part p, and its reads in place. */
-static int hit_counter(int p)
-{
-    return 2 * p;
-}
-
-static int inplace_counter(int p)
-{
-    return 2 * p + 1;
-}
-
-static bool tier_can_keep(const kw_table *t, const kw_cache *c, int p)
-{
-    return t->part[p].charge <= kw_cache_capacity(c) / KEEP_FRACTION;
-}
-
-/* Reads in place the table does, once it found part p gone from its tier, before it rebuilds
- * and inserts it again: one per 32 bytes of the part (at least 1024), so a rebuild (about
- * 0.6 ns per byte of an index) adds about 20 ns per read however often the tier evicts it. */
-static uint64_t retry_after(const kw_table *t, int p)
-{
-    uint64_t k = t->part[p].charge / 32;
-    return k < 1024 ? 1024 : k;
-}
-
-/* Whether part p is read in place without asking its (on) tier c: the tier cannot keep it, or
- * the table is waiting out in-place reads after it found the part gone (next_try != 0). */
-static bool stay_in_place(const kw_table *t, const kw_cache *c, int p)
-{
-    uint64_t next = __atomic_load_n(&t->part[p].next_try, __ATOMIC_RELAXED);
-    return !tier_can_keep(t, c, p) ||
-           (next != 0 && __atomic_load_n(&t->part[p].inplace, __ATOMIC_RELAXED) < next);
-}
-
-/* After a lookup of part p missed: starts the wait (true: read in place) unless a wait is
- * over (false: the caller rebuilds and inserts it now). */
-static bool start_wait(kw_table *t, int p)
-{
-    uint64_t zero = 0, next = __atomic_load_n(&t->part[p].inplace, __ATOMIC_RELAXED) +
-                              retry_after(t, p);
-    return __atomic_compare_exchange_n(&t->part[p].next_try, &zero, next, false,
-                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-}
-
-/* After a lease section whose counter reached a batch: report it to the tier. */
-static void report_batch(kw_table *t, int p, int counter)
-{
-    kw_cache *c = part_tier(t, p);
-    if (counter == hit_counter(p)) {
-        kw_cache_touch(c, t->number, part_off(t, p), KW_LEASE_BATCH);
-    } else {
-        kw_cache_count_misses(c, t->number, part_off(t, p), KW_LEASE_BATCH);
-        __atomic_fetch_add(&t->part[p].inplace, KW_LEASE_BATCH, __ATOMIC_RELAXED);
-    }
-}
-
-static void leave(kw_table *t, int p, kw_lease_section *s, int counter)
-{
-    if (kw_lease_leave(s, counter))
-        report_batch(t, p, counter);
-}
-
-/* Inserts value (made for t's lease) as part p and publishes it. Returns the pinned handle,
- * or NULL if the tier did not keep it (the value is then still the caller's). */
-static kw_cache_handle *insert_part(kw_table *t, int p, void *value, kw_lease **lease_field,
-                                    size_t charge)
-{
-    *lease_field = t->lease;
-    kw_lease_ref(t->lease);
-    kw_cache_handle *h = kw_cache_insert(part_tier(t, p), t->number, part_off(t, p), value,
-                                         charge, p == KW_PART_INDEX ? free_index : free_filter);
-    __atomic_store_n(&t->part[p].next_try, 0, __ATOMIC_RELAXED); /* no wait until it is gone */
-    if (h == NULL) {
-        *lease_field = NULL;
-        kw_lease_unref(t->lease);
-        return NULL;
-    }
-    kw_lease_publish(t->lease, p, value); /* while h is held: before its deleter can run */
-    return h;
-}
-
-/* ---- index ----------------------------------------------------------------------------------- */
-
-typedef struct {
-    const kw_table_index *array; /* NULL: the index block, searched in place in the map */
-    kw_cache_handle *handle;     /* the pinned index-tier entry, or NULL */
-    kw_table_index *owned;       /* rebuilt but not kept by the tier: freed at release */
-    uint32_t nblocks;
-} index_ref;
-
-/* Where a key's block is: index entry `index` (== nblocks: past the table's last key). */
-typedef struct {
-    uint32_t index;
-    uint64_t offset, size;
-} block_loc;
-
-static kiwi_status not_in_place(const kw_table *t, uint32_t i, char **errmsg)
-{
-    return kw_error(errmsg, KIWI_CORRUPTION,
-                    "%s: index block at offset %" PRIu64 ": entry %" PRIu32
-                    " does not decode in place (the file changed after it was opened)",
-                    t->path, t->meta_off[2], i);
-}
-
-/* Entry i of the index (array or in place). */
-static kiwi_status index_entry(const kw_table *t, const index_ref *r, uint32_t i,
-                               kw_table_index_entry *e, char **errmsg)
-{
-    if (r->array != NULL) {
-        *e = r->array->entries[i];
-        return KIWI_OK;
-    }
-    return kw_table_index_at(t, i, e) ? KIWI_OK : not_in_place(t, i, errmsg);
-}
-
-/* Key i of the index (array or in place). */
-static kiwi_status index_key(const kw_table *t, const index_ref *r, uint32_t i, kw_slice *key,
-                             char **errmsg)
-{
-    if (r->array != NULL) {
-        *key = kw_slice_make(r->array->entries[i].key, r->array->entries[i].key_len);
-        return KIWI_OK;
-    }
-    return kw_table_index_key_at(t, i, key) ? KIWI_OK : not_in_place(t, i, errmsg);
-}
-
-/* The first block whose last key is >= target. */
-static kiwi_status find_block(const kw_table *t, const index_ref *r, kw_slice target,
-                              block_loc *loc, char **errmsg)
-{
-    uint32_t lo = 0, hi = r->nblocks;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        kw_slice key;
-        kiwi_status st = index_key(t, r, mid, &key, errmsg);
-        if (st != KIWI_OK)
-            return st;
-        if (kw_ikey_compare(key, target) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    loc->index = lo;
-    kw_table_index_entry e = {NULL, 0, 0, 0};
-    kiwi_status st = lo < r->nblocks ? index_entry(t, r, lo, &e, errmsg) : KIWI_OK;
-    loc->offset = e.offset;
-    loc->size = e.size;
-    return st;
-}
-
-/* The table's private index (no cache, index tier off, or an index that can be neither kept
- * nor searched in place), built on first use. Racing builders each build one; the first
- * published wins. */
-static kiwi_status private_index(kw_table *t, const kw_table_index **out, char **errmsg)
-{
-    kw_table_index *ix = __atomic_load_n(&t->own_index, __ATOMIC_ACQUIRE);
-    if (ix == NULL) {
-        kiwi_status st = kw_table_rebuild_index(t, false, &ix, errmsg);
-        if (st != KIWI_OK)
-            return st;
-        kw_table_index *seen = NULL;
-        if (!__atomic_compare_exchange_n(&t->own_index, &seen, ix, false, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_ACQUIRE)) {
-            free(ix);
-            ix = seen;
-        }
-    }
-    *out = ix;
-    return KIWI_OK;
-}
-
-/* The index through the tier (no lease section): private (off), in place (the tier cannot keep
- * it, or the table is waiting out in-place reads), a hit (published if it is the table's own),
- * or rebuilt from the map, checked, inserted and published. Iterators pin it for their life. */
-static kiwi_status index_acquire(kw_table *t, index_ref *ref, kw_cache_result *res,
-                                 char **errmsg)
-{
-    memset(ref, 0, sizeof *ref);
-    ref->nblocks = (uint32_t)t->props.data_blocks;
-    kw_cache *c = tier(t, TIER_INDEX);
-    if (!is_on(c)) {
-        *res = KW_CACHE_OFF;
-        return private_index(t, &ref->array, errmsg);
-    }
-    *res = KW_CACHE_MISS;
-    if (!tier_can_keep(t, c, KW_PART_INDEX) && !t->index_inplace)
-        return private_index(t, &ref->array, errmsg);
-    if (t->index_inplace && stay_in_place(t, c, KW_PART_INDEX)) {
-        kw_cache_count_misses(c, t->number, t->meta_off[2], 1);
-        return KIWI_OK;
-    }
-    ref->handle = kw_cache_lookup(c, t->number, t->meta_off[2]);
-    if (ref->handle != NULL) {
-        *res = KW_CACHE_HIT;
-        kw_table_index *ix = kw_cache_value(ref->handle);
-        if (ix->lease == t->lease)
-            kw_lease_publish(t->lease, KW_PART_INDEX, ix);
-        ref->array = ix;
-        return KIWI_OK;
-    }
-    if (t->index_inplace && start_wait(t, KW_PART_INDEX))
-        return KIWI_OK;
-    kw_table_index *ix;
-    kiwi_status st = kw_table_rebuild_index(t, true, &ix, errmsg);
-    if (st != KIWI_OK)
-        return st;
-    ref->handle = insert_part(t, KW_PART_INDEX, ix, &ix->lease,
-                              ix->bytes + kw_cache_entry_overhead());
-    if (ref->handle == NULL)
-        ref->owned = ix;
-    ref->array = ix;
-    return KIWI_OK;
-}
-
-static void index_release(kw_table *t, index_ref *ref)
-{
-    if (ref->handle != NULL)
-        kw_cache_release(tier(t, TIER_INDEX), ref->handle);
-    free(ref->owned);
-    memset(ref, 0, sizeof *ref);
-}
-
-/* A get's index search: the published index or the block in place inside a lease section
- * (no lock), else through the tier. */
-static kiwi_status index_search(kw_table *t, kw_slice target, block_loc *loc,
-                                kw_cache_result *res, char **errmsg)
-{
-    kw_cache *c = tier(t, TIER_INDEX);
-    if (is_on(c)) {
-        kw_lease_section s;
-        index_ref r = {kw_lease_enter(t->lease, KW_PART_INDEX, &s), NULL, NULL,
-                       (uint32_t)t->props.data_blocks};
-        int counter = -1;
-        if (r.array != NULL)
-            counter = hit_counter(KW_PART_INDEX);
-        else if (t->index_inplace && stay_in_place(t, c, KW_PART_INDEX))
-            counter = inplace_counter(KW_PART_INDEX);
-        kiwi_status st = KIWI_OK;
-        if (counter >= 0)
-            st = find_block(t, &r, target, loc, errmsg);
-        leave(t, KW_PART_INDEX, &s, counter);
-        if (counter >= 0) {
-            *res = r.array != NULL ? KW_CACHE_HIT : KW_CACHE_MISS;
-            return st;
-        }
-    }
-    index_ref r;
-    kiwi_status st = index_acquire(t, &r, res, errmsg);
-    if (st == KIWI_OK)
-        st = find_block(t, &r, target, loc, errmsg);
-    index_release(t, &r);
-    return st;
-}
-
-/* ---- filter ---------------------------------------------------------------------------------- */
-
-/* The filter through the tier: a hit (published if the table's own), or a verified copy
- * inserted and published. */
-static kiwi_status bloom_slow(kw_table *t, kw_cache *c, kw_slice ukey, bool *may_contain,
-                              kw_cache_result *res, char **errmsg)
-{
-    *res = KW_CACHE_HIT;
-    kw_cache_handle *h = kw_cache_lookup(c, t->number, t->meta_off[0]);
-    byte_copy *v;
-    if (h != NULL) {
-        v = kw_cache_value(h);
-        if (v->lease == t->lease)
-            kw_lease_publish(t->lease, KW_PART_FILTER, v);
-    } else {
-        *res = KW_CACHE_MISS;
-        if (start_wait(t, KW_PART_FILTER)) {
-            *may_contain = kw_bloom_may_contain(t->filter, ukey);
-            return KIWI_OK;
-        }
-        v = kw_malloc(sizeof *v + t->meta_size[0]);
-        v->lease = NULL;
-        v->size = t->meta_size[0];
-        kiwi_status st = copy_checked(t, v->data, t->meta_off[0], v->size, "filter block", errmsg);
-        if (st != KIWI_OK) {
-            free(v);
-            return st;
-        }
-        h = insert_part(t, KW_PART_FILTER, v, &v->lease, copy_charge(v->size));
-    }
-    *may_contain = kw_bloom_may_contain(kw_slice_make(v->data, v->size), ukey);
-    if (h != NULL)
-        kw_cache_release(c, h);
-    else
-        free(v); /* the tier shrank meanwhile */
-    return KIWI_OK;
-}
-
-/* The bloom filter's answer for ukey: the published copy or the map's (which open checked)
- * inside a lease section, else through the tier. An unusable filter answers "maybe". */
-static kiwi_status bloom_check(kw_table *t, kw_slice ukey, bool *may_contain,
-                               kw_cache_result *res, char **errmsg)
-{
-    *may_contain = true;
-    *res = KW_CACHE_NONE;
-    if (!t->filter_usable)
-        return KIWI_OK;
-    kw_cache *c = tier(t, TIER_BLOOM);
-    if (!is_on(c)) {
-        *res = KW_CACHE_OFF;
-        *may_contain = kw_bloom_may_contain(t->filter, ukey);
-        return KIWI_OK;
-    }
-    kw_lease_section s;
-    const byte_copy *pub = kw_lease_enter(t->lease, KW_PART_FILTER, &s);
-    int counter = -1;
-    if (pub != NULL) {
-        *res = KW_CACHE_HIT;
-        counter = hit_counter(KW_PART_FILTER);
-        *may_contain = kw_bloom_may_contain(kw_slice_make(pub->data, pub->size), ukey);
-    } else if (stay_in_place(t, c, KW_PART_FILTER)) {
-        *res = KW_CACHE_MISS;
-        counter = inplace_counter(KW_PART_FILTER);
-        *may_contain = kw_bloom_may_contain(t->filter, ukey);
-    }
-    leave(t, KW_PART_FILTER, &s, counter);
-    return counter >= 0 ? KIWI_OK : bloom_slow(t, c, ukey, may_contain, res, errmsg);
-}
-
-/* ---- data blocks ----------------------------------------------------------------------------- */
-
-typedef struct {
-    kw_block block;          /* parsed; its bytes are in the map or in the cached copy */
-    kw_cache_handle *handle; /* the pinned data-tier entry, or NULL (bytes in the map) */
-} block_ref;
-
-/* The data block at loc: a data-tier hit, or the map with its CRC checked (copied into the
- * tier, checked on the copy, when fill_cache and the tier can hold it). On error nothing is
- * held. A corrupt block is never inserted. */
-static kiwi_status block_acquire(kw_table *t, uint64_t off, uint64_t size, bool fill_cache,
-                                 block_ref *ref, kw_cache_result *res, char **errmsg)
-{
-    kw_cache *c = tier(t, TIER_DATA);
-    kiwi_status st = KIWI_OK;
-    kw_slice contents = kw_slice_make(t->map.data + off, size);
-    ref->handle = NULL;
-    *res = KW_CACHE_OFF;
-    if (is_on(c)) {
-        ref->handle = kw_cache_lookup(c, t->number, off);
-        *res = ref->handle != NULL ? KW_CACHE_HIT : KW_CACHE_MISS;
-        size_t need = sizeof(block_copy) + size, cap;
-        if (ref->handle == NULL && fill_cache &&
-            need + kw_cache_entry_overhead() <= kw_cache_capacity(c)) {
-            block_copy *v = kw_block_cache_alloc(t->cache, need, &cap);
-            v->bc = t->cache;
-            v->capacity = cap;
-            v->size = size;
-            st = copy_checked(t, v->data, off, size, "block", errmsg);
-            if (st == KIWI_OK)
-                ref->handle = kw_cache_insert(c, t->number, off, v,
-                                              cap + kw_cache_entry_overhead(), free_block);
-            if (ref->handle == NULL) /* corrupt (never cached), or the tier shrank meanwhile */
-                kw_block_cache_recycle(t->cache, v, cap);
-            if (st != KIWI_OK)
-                return st;
-        }
-    }
-    if (ref->handle != NULL) {
-        const block_copy *v = kw_cache_value(ref->handle);
-        contents = kw_slice_make(v->data, v->size);
-    } else {
-        st = kw_table_check_block(t, NULL, off, size, "block", errmsg);
-    }
-    if (st == KIWI_OK)
-        st = kw_block_parse(&ref->block, contents, t->path, off, "block", errmsg);
-    if (st != KIWI_OK && ref->handle != NULL) {
-        kw_cache_release(c, ref->handle);
-        ref->handle = NULL;
-    }
-    return st;
-}
-
-static void block_release(kw_table *t, block_ref *ref)
-{
-    if (ref->handle != NULL)
-        kw_cache_release(tier(t, TIER_DATA), ref->handle);
-    ref->handle = NULL;
-}
-
-/* ---- warming at open ------------------------------------------------------------------------- */
-
-void kw_table_warm_cache(kw_table *t, kw_table_index *ix, bool for_cache)
-{
-    t->part[KW_PART_FILTER].charge = copy_charge(t->filter.size);
-    kw_cache *c = tier(t, TIER_INDEX);
-    kw_cache_handle *h = NULL;
-    if (for_cache && tier_can_keep(t, c, KW_PART_INDEX))
-        h = insert_part(t, KW_PART_INDEX, ix, &ix->lease, ix->bytes + kw_cache_entry_overhead());
-    if (h != NULL)
-        kw_cache_release(c, h);
-    else if (for_cache && t->index_inplace)
-        free(ix); /* read in place until the tier can keep it */
-    else
-        t->own_index = ix; /* not shared yet: no atomics needed */
-    c = tier(t, TIER_BLOOM);
-    if (!t->filter_usable || !is_on(c) || !tier_can_keep(t, c, KW_PART_FILTER))
-        return;
-    byte_copy *v = kw_malloc(sizeof *v + t->filter.size); /* open has just checked these bytes */
-    v->size = t->filter.size;
-    memcpy(v->data, t->filter.data, t->filter.size);
-    h = insert_part(t, KW_PART_FILTER, v, &v->lease, copy_charge(v->size));
-    if (h == NULL)
-        free(v);
-    kw_cache_release(c, h);
-}
 
 /* ---- point lookup ---------------------------------------------------------------------------- */
 
@@ -569,16 +55,16 @@ static kiwi_status search_table(kw_table *t, kw_slice ukey, kw_slice target, boo
                                 kw_lookup *result, kw_slice *map_value, kw_buf *value_out,
                                 kw_table_lookup_info *info, char **errmsg)
 {
-    block_loc loc;
-    kiwi_status st = index_search(t, target, &loc, &info->index_cache, errmsg);
+    kw_block_loc loc;
+    kiwi_status st = kw_table_index_search(t, target, &loc, &info->index_cache, errmsg);
     if (st != KIWI_OK || loc.index >= t->props.data_blocks) /* past the table's largest key */
         return st;
     info->block_read = true;
     info->block_index = loc.index;
     info->block_offset = loc.offset;
     info->block_size = loc.size;
-    block_ref br;
-    st = block_acquire(t, loc.offset, loc.size, fill_cache, &br, &info->data_cache, errmsg);
+    kw_block_ref br;
+    st = kw_table_block_acquire(t, loc.offset, loc.size, fill_cache, &br, &info->data_cache, errmsg);
     if (st != KIWI_OK)
         return st;
     kw_slice v = {NULL, 0};
@@ -588,7 +74,7 @@ static kiwi_status search_table(kw_table *t, kw_slice ukey, kw_slice target, boo
     if (st == KIWI_OK && *result == KW_LOOKUP_FOUND && map_value != NULL)
         *map_value =
             kw_slice_make(t->map.data + loc.offset + (size_t)(v.data - br.block.data), v.size);
-    block_release(t, &br);
+    kw_table_block_release(t, &br);
     return st;
 }
 
@@ -601,7 +87,7 @@ static kiwi_status table_get(kw_table *t, kw_slice ukey, uint64_t seq, bool fill
         info = &scratch;
     memset(info, 0, sizeof *info);
     *result = KW_LOOKUP_MISS;
-    kiwi_status st = bloom_check(t, ukey, &info->bloom_may_contain, &info->bloom_cache, errmsg);
+    kiwi_status st = kw_table_bloom_check(t, ukey, &info->bloom_may_contain, &info->bloom_cache, errmsg);
     if (st != KIWI_OK || !info->bloom_may_contain)
         return st;
     char stackbuf[512];
@@ -641,10 +127,10 @@ typedef struct {
     kw_iter base;
     kw_table *t;
     bool fill_cache;    /* insert the data blocks it reads into the data tier */
-    index_ref index;    /* pinned for the iterator's life */
+    kw_index_ref index;    /* pinned for the iterator's life */
     uint32_t nblocks;
     uint32_t pos;       /* the loaded data block; nblocks when none */
-    block_ref block;    /* data block pos, pinned while the iterator is in it */
+    kw_block_ref block;    /* data block pos, pinned while the iterator is in it */
     kw_block_iter data; /* over block */
     kiwi_status status;
     char *errmsg;
@@ -654,26 +140,26 @@ static void ti_set_invalid(table_iter *it)
 {
     it->pos = it->nblocks;
     it->data.valid = false;
-    block_release(it->t, &it->block);
+    kw_table_block_release(it->t, &it->block);
 }
 
 /* Loads data block i (from the data tier, or the map with its CRC checked) into the block
  * iterator, releasing the one before; false on error. */
 static bool ti_load(table_iter *it, uint32_t i)
 {
-    block_ref next = {.handle = NULL};
+    kw_block_ref next = {.handle = NULL};
     kw_cache_result unused;
     kw_table_index_entry e;
     if (it->status == KIWI_OK)
-        it->status = index_entry(it->t, &it->index, i, &e, &it->errmsg);
+        it->status = kw_table_index_get(it->t, &it->index, i, &e, &it->errmsg);
     if (it->status == KIWI_OK)
-        it->status = block_acquire(it->t, e.offset, e.size, it->fill_cache, &next, &unused,
+        it->status = kw_table_block_acquire(it->t, e.offset, e.size, it->fill_cache, &next, &unused,
                                    &it->errmsg);
     if (it->status != KIWI_OK) {
         ti_set_invalid(it);
         return false;
     }
-    block_release(it->t, &it->block);
+    kw_table_block_release(it->t, &it->block);
     it->block = next;
     kw_block_iter_reset(&it->data, &next.block);
     it->pos = i;
@@ -733,8 +219,8 @@ static void ti_seek(kw_iter *base, kw_slice target)
     table_iter *it = (table_iter *)base;
     if (it->status != KIWI_OK)
         return;
-    block_loc loc;
-    it->status = find_block(it->t, &it->index, target, &loc, &it->errmsg);
+    kw_block_loc loc;
+    it->status = kw_table_find_block(it->t, &it->index, target, &loc, &it->errmsg);
     if (it->status != KIWI_OK || loc.index >= it->nblocks) {
         ti_set_invalid(it);
         return;
@@ -783,8 +269,8 @@ static void ti_destroy(kw_iter *base)
 {
     table_iter *it = (table_iter *)base;
     kw_block_iter_cleanup(&it->data);
-    block_release(it->t, &it->block);
-    index_release(it->t, &it->index);
+    kw_table_block_release(it->t, &it->block);
+    kw_table_index_release(it->t, &it->index);
     free(it->errmsg);
     kw_table_unref(it->t);
     free(it);
@@ -803,7 +289,7 @@ kw_iter *kw_table_iter_ex(kw_table *t, bool fill_cache)
     it->t = t;
     it->fill_cache = fill_cache;
     kw_cache_result unused;
-    it->status = index_acquire(t, &it->index, &unused, &it->errmsg); /* sticky on failure */
+    it->status = kw_table_index_acquire(t, &it->index, &unused, &it->errmsg); /* sticky on failure */
     it->nblocks = it->status == KIWI_OK ? it->index.nblocks : 0;
     kw_block empty;
     memset(&empty, 0, sizeof empty);
