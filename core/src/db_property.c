@@ -99,14 +99,14 @@ static void stats_json(kiwi_db *db, kw_buf *b)
     kw_cache_get_stats(db->cache->data, &cd);
     kw_cache_get_stats(db->cache->index, &ci);
     kw_cache_get_stats(db->cache->bloom, &cb);
+    uint64_t mem_total = mem_bytes + imm_bytes;
+    uint64_t total = mem_total + cd.usage + ci.usage + cb.usage + uncharged;
     kw_buf_printf(b, "],\"memory\":{\"memtables\":%llu,\"block_cache_data\":%llu,"
                      "\"block_cache_index\":%llu,\"block_cache_bloom\":%llu,"
                      "\"tables_uncharged\":%llu,\"total\":%llu},\"block_cache\":",
-                  (unsigned long long)(mem_bytes + imm_bytes), (unsigned long long)cd.usage,
+                  (unsigned long long)mem_total, (unsigned long long)cd.usage,
                   (unsigned long long)ci.usage, (unsigned long long)cb.usage,
-                  (unsigned long long)uncharged,
-                  (unsigned long long)(mem_bytes + imm_bytes + cd.usage + ci.usage + cb.usage +
-                                       uncharged));
+                  (unsigned long long)uncharged, (unsigned long long)total);
     kw_block_cache_stats_json(db->cache, b);
     kw_buf_printf(b, ",\"sstables\":%llu,\"sstable_bytes\":%llu,\"compactions_running\":%u,"
                      "\"write_amplification\":%.3f,\"space_amplification\":%.3f,"
