@@ -43,14 +43,21 @@ static const char STATE_KEY = 's';    /* registry: the state box */
 
 /* ---- the state ------------------------------------------------------------------------------- */
 
+/* The registry's box holding the state pointer (NULL once the Lua state is closing). */
+typedef struct {
+    lkiwi_state *st;
+} state_box;
+
 lkiwi_state *lkiwi_state_get(lua_State *L)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY); /* -- box */
-    lkiwi_state **box = (lkiwi_state **)lua_touserdata(L, -1);
+    state_box *box = (state_box *)lua_touserdata(L, -1);
     lua_pop(L, 1);
-    if (box == NULL || *box == NULL)
+    if (box == NULL || box->st == NULL) {
         luaL_error(L, "kiwi.core: the loop state is gone (the Lua state is closing)");
-    return *box;
+        return NULL; /* not reached */
+    }
+    return box->st;
 }
 
 static void state_destroy(lkiwi_state *st)
@@ -84,8 +91,10 @@ lkiwi_areq *lkiwi_areq_new(lua_State *L, lkiwi_db *d)
 {
     lkiwi_state *st = lkiwi_state_get(L);
     lkiwi_areq *a = (lkiwi_areq *)calloc(1, sizeof *a);
-    if (a == NULL)
+    if (a == NULL) {
         luaL_error(L, "not enough memory");
+        return NULL; /* not reached */
+    }
     a->st = st;
     a->d = d;
     a->co_ref = LUA_NOREF;
@@ -391,11 +400,11 @@ static void on_async_closed(uv_handle_t *h)
 
 static int state_gc(lua_State *L)
 {
-    lkiwi_state **box = (lkiwi_state **)lua_touserdata(L, 1);
-    lkiwi_state *st = *box;
+    state_box *box = (state_box *)lua_touserdata(L, 1);
+    lkiwi_state *st = box->st;
     if (st == NULL)
         return 0;
-    *box = NULL;
+    box->st = NULL;
     pthread_mutex_lock(&st->mu);
     st->dead = true;
     lkiwi_areq *list = st->done_head;
@@ -430,18 +439,22 @@ void lkiwi_loop_register(lua_State *L)
     luaL_requiref(L, "luv", luaopen_luv, 0);
     lua_pop(L, 1);
     luv_ctx_t *ctx = luv_context(L);
-    if (ctx->loop == NULL)
+    if (ctx->loop == NULL) {
         luaL_error(L, "kiwi.core: luv has no loop");
+        return; /* not reached */
+    }
 
-    lkiwi_state **box = (lkiwi_state **)lua_newuserdatauv(L, sizeof *box, 0); /* -- box */
-    *box = NULL;
+    state_box *box = (state_box *)lua_newuserdatauv(L, sizeof *box, 0); /* -- box */
+    box->st = NULL;
     lua_newtable(L);
     lua_pushcfunction(L, state_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
     lkiwi_state *st = (lkiwi_state *)calloc(1, sizeof *st);
-    if (st == NULL)
+    if (st == NULL) {
         luaL_error(L, "not enough memory");
+        return; /* not reached */
+    }
     st->loop = ctx->loop;
     st->loop_mode = &ctx->mode;
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -453,10 +466,11 @@ void lkiwi_loop_register(lua_State *L)
     if (rc != 0) {
         state_destroy(st);
         luaL_error(L, "kiwi.core: uv_async_init: %s", uv_strerror(rc));
+        return; /* not reached */
     }
     st->async.data = NULL; /* not a luv handle: luv's close walk leaves it alone */
     uv_unref((uv_handle_t *)&st->async);
-    *box = st;
+    box->st = st;
     lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY); /* -- */
 
     lua_newtable(L); /* the tasks: weak keys */
