@@ -256,8 +256,16 @@ kiwi_status kw_table_index_acquire(kw_table *t, kw_index_ref *ref, kw_cache_resu
                                    char **errmsg);
 void kw_table_index_release(kw_table *t, kw_index_ref *ref);
 /* Entry i of the index; KIWI_CORRUPTION if it does not decode in place. */
-kiwi_status kw_table_index_get(const kw_table *t, const kw_index_ref *r, uint32_t i,
-                               kw_table_index_entry *e, char **errmsg);
+kiwi_status kw_table_index_get_in_place(const kw_table *t, uint32_t i, kw_table_index_entry *e,
+                                        char **errmsg);
+static inline kiwi_status kw_table_index_get(const kw_table *t, const kw_index_ref *r,
+                                             uint32_t i, kw_table_index_entry *e, char **errmsg)
+{
+    if (r->array == NULL)
+        return kw_table_index_get_in_place(t, i, e, errmsg);
+    *e = r->array->entries[i];
+    return KIWI_OK;
+}
 /* The first block whose last key is >= target. */
 kiwi_status kw_table_find_block(const kw_table *t, const kw_index_ref *r, kw_slice target,
                                 kw_block_loc *loc, char **errmsg);
@@ -273,7 +281,12 @@ kiwi_status kw_table_bloom_check(kw_table *t, kw_slice ukey, bool *may_contain,
  * never inserted; on error nothing is held. */
 kiwi_status kw_table_block_acquire(kw_table *t, uint64_t off, uint64_t size, bool fill_cache,
                                    kw_block_ref *ref, kw_cache_result *res, char **errmsg);
-void kw_table_block_release(kw_table *t, kw_block_ref *ref);
+static inline void kw_table_block_release(kw_table *t, kw_block_ref *ref)
+{
+    if (ref->handle != NULL)
+        kw_cache_release(t->cache->data, ref->handle);
+    ref->handle = NULL;
+}
 
 /* At open (table_read.c): hands the index just built to the index tier if it was built for it
  * (for_cache: keys copied) and the tier can keep it, and publishes it; else keeps it as the

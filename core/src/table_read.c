@@ -45,10 +45,12 @@ static size_t copy_charge(uint64_t size)
     return sizeof(byte_copy) + size + kw_cache_entry_overhead();
 }
 
-/* A cached data block, in a buffer of the block cache's pool (kw_block_cache_alloc). */
+/* A cached data block, in a buffer of the block cache's pool (kw_block_cache_alloc). Its
+ * charge is the header and the block (the pool's rounding of the buffer up to its class, 128
+ * bytes on average, is not charged, as malloc's own rounding never was) plus the entry. */
 typedef struct {
     kw_block_cache *bc; /* whose pool takes the buffer back */
-    size_t capacity;    /* the buffer's size: the charge, with the entry overhead */
+    size_t capacity;    /* the buffer's size (its pool class) */
     size_t size;
     char data[];
 } block_copy;
@@ -211,43 +213,41 @@ static kiwi_status not_in_place(const kw_table *t, uint32_t i, char **errmsg)
                     t->path, t->meta_off[2], i);
 }
 
-/* Entry i of the index (array or in place). */
-kiwi_status kw_table_index_get(const kw_table *t, const kw_index_ref *r, uint32_t i,
-                               kw_table_index_entry *e, char **errmsg)
+kiwi_status kw_table_index_get_in_place(const kw_table *t, uint32_t i, kw_table_index_entry *e,
+                                        char **errmsg)
 {
-    if (r->array != NULL) {
-        *e = r->array->entries[i];
-        return KIWI_OK;
-    }
     return kw_table_index_at(t, i, e) ? KIWI_OK : not_in_place(t, i, errmsg);
 }
 
-/* Key i of the index (array or in place). */
-static kiwi_status index_key(const kw_table *t, const kw_index_ref *r, uint32_t i, kw_slice *key,
-                             char **errmsg)
-{
-    if (r->array != NULL) {
-        *key = kw_slice_make(r->array->entries[i].key, r->array->entries[i].key_len);
-        return KIWI_OK;
-    }
-    return kw_table_index_key_at(t, i, key) ? KIWI_OK : not_in_place(t, i, errmsg);
-}
-
-/* The first block whose last key is >= target. */
+/* The first block whose last key is >= target: a binary search of the array, or of the
+ * restart array of the index block in place (two loops: the array one is the hot path). */
 kiwi_status kw_table_find_block(const kw_table *t, const kw_index_ref *r, kw_slice target,
-                              kw_block_loc *loc, char **errmsg)
+                                kw_block_loc *loc, char **errmsg)
 {
     uint32_t lo = 0, hi = r->nblocks;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        kw_slice key;
-        kiwi_status st = index_key(t, r, mid, &key, errmsg);
-        if (st != KIWI_OK)
-            return st;
-        if (kw_ikey_compare(key, target) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
+    if (r->array != NULL) {
+        const kw_table_index_entry *e = r->array->entries;
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (kw_ikey_compare(kw_slice_make(e[mid].key, e[mid].key_len), target) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        *loc = (kw_block_loc){lo, lo < r->nblocks ? e[lo].offset : 0,
+                              lo < r->nblocks ? e[lo].size : 0};
+        return KIWI_OK;
+    } else {
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            kw_slice key;
+            if (!kw_table_index_key_at(t, mid, &key))
+                return not_in_place(t, mid, errmsg);
+            if (kw_ikey_compare(key, target) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
     }
     loc->index = lo;
     kw_table_index_entry e = {NULL, 0, 0, 0};
@@ -457,7 +457,7 @@ kiwi_status kw_table_block_acquire(kw_table *t, uint64_t off, uint64_t size, boo
             st = copy_checked(t, v->data, off, size, "block", errmsg);
             if (st == KIWI_OK)
                 ref->handle = kw_cache_insert(c, t->number, off, v,
-                                              cap + kw_cache_entry_overhead(), free_block);
+                                              need + kw_cache_entry_overhead(), free_block);
             if (ref->handle == NULL) /* corrupt (never cached), or the tier shrank meanwhile */
                 kw_block_cache_recycle(t->cache, v, cap);
             if (st != KIWI_OK)
@@ -479,12 +479,6 @@ kiwi_status kw_table_block_acquire(kw_table *t, uint64_t off, uint64_t size, boo
     return st;
 }
 
-void kw_table_block_release(kw_table *t, kw_block_ref *ref)
-{
-    if (ref->handle != NULL)
-        kw_cache_release(tier(t, TIER_DATA), ref->handle);
-    ref->handle = NULL;
-}
 
 /* ---- warming at open ------------------------------------------------------------------------- */
 
