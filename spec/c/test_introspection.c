@@ -2,12 +2,17 @@
  * test_introspection.c: kiwi_property and kiwi_trace JSON, and live settings changed under load
  * taking effect (shown in stats).
  */
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "ctest.h"
+#include "env.h"
 #include "kiwi.h"
 
 static kiwi_db *open_dev(const char *dir, const char *entries)
@@ -263,8 +268,78 @@ static void test_live_memtable_bytes(void)
     ctest_rmtree(dir);
 }
 
+/* ---- a key in an immutable memtable: hold a flush in the middle of its SSTable write ---- */
+
+static atomic_bool g_hold;    /* while set, writes to .sst files wait */
+static atomic_bool g_held;    /* a flush is waiting */
+static ssize_t (*g_real_write)(int, const void *, size_t);
+
+static bool is_sst(int fd)
+{
+    char link[64], path[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n <= 0)
+        return false;
+    path[n] = 0;
+    return strstr(path, ".sst") != NULL;
+}
+
+static ssize_t holding_write(int fd, const void *b, size_t n)
+{
+    while (atomic_load(&g_hold) && is_sst(fd)) {
+        atomic_store(&g_held, true);
+        usleep(1000);
+    }
+    return g_real_write(fd, b, n);
+}
+
+static void *flush_thread(void *db)
+{
+    kiwi_flush(db, NULL);
+    return NULL;
+}
+
+static void test_trace_immutable(void)
+{
+    char *dir = ctest_tmpdir("traceimm");
+    kiwi_db *db = open_dev(dir, "1000");
+    if (!db) {
+        CHECK(db != NULL);
+        return;
+    }
+    g_real_write = kw_syscalls.write;
+    atomic_store(&g_hold, true);
+    kw_syscalls.write = holding_write;
+    put(db, "imm", "4");
+    pthread_t t;
+    pthread_create(&t, NULL, flush_thread, db); /* rotates, then the build waits */
+    for (int i = 0; i < 5000 && !atomic_load(&g_held); i++)
+        usleep(1000);
+    CHECK(atomic_load(&g_held));
+    put(db, "other", "5"); /* the new active memtable */
+    char *tr = kiwi_trace(db, "imm", 3);
+    CHECK(tr && strstr(tr, "{\"layer\":\"memtable\",\"id\":") &&
+          strstr(tr, "\"result\":\"miss\"},{\"layer\":\"immutable\"") &&
+          strstr(tr, "\"layer\":\"immutable\",\"id\":") &&
+          strstr(tr, "],\"result\":\"found\",\"value\":\"4\""));
+    kiwi_free(tr);
+    char *mems = kiwi_property(db, "memtables");
+    CHECK(mems && strstr(mems, "\"state\":\"immutable\""));
+    kiwi_free(mems);
+    atomic_store(&g_hold, false);
+    pthread_join(t, NULL);
+    kw_syscalls.write = g_real_write;
+    tr = kiwi_trace(db, "imm", 3); /* now in L0 */
+    CHECK(tr && strstr(tr, "\"layer\":\"sstable\",\"level\":0") && strstr(tr, "\"value\":\"4\""));
+    kiwi_free(tr);
+    kiwi_close(db);
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
+    RUN(test_trace_immutable);
     RUN(test_live_memtable_bytes);
     RUN(test_settings_describe);
     RUN(test_trace_each_layer);
