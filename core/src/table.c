@@ -491,12 +491,13 @@ static kiwi_status load_meta(kw_table *t, kw_block_cache *cache, char **errmsg)
         t->index_restarts = b.restarts_off; /* build_index checks it is usable */
     kw_table_index *ix = NULL;
     bool for_cache = cache != NULL && kw_cache_capacity(cache->index) > 0; /* keys copied */
-    if (st == KIWI_OK)
-        st = build_index(t, meta[2], for_cache, &ix, &t->index_inplace, errmsg);
+    if (st == KIWI_OK) /* only a cached table ever reads its index in place */
+        st = build_index(t, meta[2], for_cache, &ix, cache != NULL ? &t->index_inplace : NULL,
+                         errmsg);
     if (st != KIWI_OK)
         return st;
     size_t key_bytes = 0; /* the index's charge as a cache entry, whichever way it was built */
-    for (uint32_t i = 0; i < ix->nblocks; i++)
+    for (uint32_t i = 0; cache != NULL && i < ix->nblocks; i++)
         key_bytes += ix->entries[i].key_len;
     t->part[KW_PART_INDEX].charge = sizeof *ix + ix->nblocks * sizeof(kw_table_index_entry) +
                                     key_bytes + kw_cache_entry_overhead();
