@@ -2,13 +2,15 @@
  * binding.h: what the files of the Lua C module kiwi.core share (the only C in kiwi that includes
  * lua.h and uv.h). One file per Lua type: kiwi_db.c, kiwi_iter.c, kiwi_snapshot.c, kiwi_batch.c;
  * the engine calls as requests (kiwi_req.c); the task side — the per-lua_State loop state, the
- * uv_async completion queue, worker jobs and yields (kiwi_loop.c); engine events (kiwi_event.c);
- * the module entry with the small helpers (kiwi_core.c). docs/internals/binding.md tells the
+ * uv_async completion queue, worker jobs and yields (kiwi_loop.c) and the db calls made from a
+ * task (kiwi_dbtask.c); engine events (kiwi_event.c); the module entry with the small helpers
+ * (kiwi_core.c). docs/internals/binding.md tells the
  * whole story.
  *
  * Lifetimes follow Lua 5.4's liolib.c: a handle is created closed (its C pointer NULL) and opened
- * afterwards, so a failure midway leaves something __gc can handle; __gc and __close share one
- * idempotent function; a method on a closed handle raises "attempt to use a closed kiwi <type>".
+ * afterwards, so a failure midway leaves something __gc can handle; close is idempotent and shared
+ * by __close (the db's __gc also frees its event queue); a method on a closed handle raises
+ * "attempt to use a closed kiwi <type>".
  *
  * Parent and children: the db userdata keeps, in its first user value, a weak-keyed table of its
  * live iterators and snapshots. Each child keeps the db userdata in its own first user value (so
@@ -219,7 +221,7 @@ struct lkiwi_state {
     lua_State *L;           /* the main thread: every callback into Lua runs on it */
     uv_async_t async;       /* ref'd only while async writes are pending (writes_pending > 0) */
     pthread_mutex_t mu;
-    pthread_cond_t idle_cv; /* a db's last working job ended */
+    pthread_cond_t idle_cv; /* a db's working count went down */
     /* ---- guarded by mu ---- */
     lkiwi_areq *done_head, *done_tail; /* completed async writes, oldest first */
     bool signalled;         /* uv_async_send was called and the callback has not run yet */

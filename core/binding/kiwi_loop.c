@@ -253,8 +253,9 @@ void lkiwi_db_work_end(lkiwi_db *d)
 {
     lkiwi_state *st = d->st;
     pthread_mutex_lock(&st->mu);
-    if (--d->working == 0)
-        pthread_cond_broadcast(&st->idle_cv);
+    d->working--;
+    /* every change: a close job waits for "only me left" (1), a blocking close for 0 */
+    pthread_cond_broadcast(&st->idle_cv);
     pthread_mutex_unlock(&st->mu);
 }
 
