@@ -129,13 +129,16 @@ void kiwi_batch_destroy(kiwi_batch *);
 kiwi_status kiwi_write(kiwi_db *, const kiwi_write_options *, kiwi_batch *, char **errmsg);
 
 /* Asynchronous write: queues the batch in the same group-commit queue as kiwi_write and returns
- * at once (KIWI_OK: queued; another status: refused before queueing, `done` is not called). A
- * db-owned commit thread leads groups of queued async writers, so many writers share one WAL
- * write and one fdatasync without each holding a thread. `done(ctx, status, errmsg)` is called
- * exactly once from an engine thread (never the caller's) when the write is durable per `wo`
- * (errmsg is NULL on success, otherwise a malloc'd message the callee must kiwi_free). The batch
- * must stay alive and unchanged until `done` runs. Writes queued before kiwi_close completes
- * are finished (their `done` runs) before kiwi_close returns. */
+ * at once. KIWI_OK: queued; `done` will be called. Another status: refused before queueing,
+ * `done` is not called: KIWI_INVALID_ARGUMENT (a NULL argument, or an operation over the size
+ * limits — kiwi_write on the same batch returns the message) or KIWI_CLOSED. A db-owned commit
+ * thread leads groups of queued async writers, so many writers share one WAL write and one
+ * fdatasync without each holding a thread. `done(ctx, status, errmsg)` is called exactly once,
+ * from an engine thread, when the write is durable per `wo` (errmsg is NULL on success,
+ * otherwise a malloc'd message the callee must kiwi_free) — except for an empty batch, which
+ * completes at once: `done(ctx, KIWI_OK, NULL)` runs on the caller's thread before this returns.
+ * The batch must stay alive and unchanged until `done` runs. Writes queued before kiwi_close
+ * completes are finished (their `done` runs) before kiwi_close returns. */
 typedef void (*kiwi_write_done_fn)(void *ctx, kiwi_status status, char *errmsg);
 kiwi_status kiwi_write_async(kiwi_db *, const kiwi_write_options *, kiwi_batch *,
                              kiwi_write_done_fn done, void *ctx);
