@@ -205,6 +205,56 @@ $(REL)/kiwi_bench: $(BENCH_SRC) $(BENCH_HDR) $(REL)/libkiwi.a $(REL)/bench.flags
 	$(CC) $(BASE_CFLAGS) $(OPT) $(BENCH_DEFS) $(BENCH_SRC) $(REL)/libkiwi.a $(BENCH_LIBS) \
 	  $(LIBS) -o $@
 
+# ---- fuzz ---------------------------------------------------------------------------------
+# libFuzzer targets (spec/fuzz/fuzz_*.c; docs/internals/fuzzing.md), built with clang against a
+# libkiwi instrumented for coverage, ASan and UBSan in build/fuzz/. The driver is spec/fuzz/run.
+#   make fuzz                   every target for SECONDS (default 60) each, one at a time
+#   make fuzz SECONDS=600 FUZZ_TARGETS=table
+#   make fuzz-regress           every seed and regression input through its target once
+#   make fuzz-seeds             regenerates spec/fuzz/corpus/*/seed-* (spec/fuzz/gen_seeds.c)
+FUZZ := build/fuzz
+FUZZ_CC ?= clang
+SECONDS ?= 60
+FUZZ_ALL := $(patsubst spec/fuzz/fuzz_%.c,%,$(sort $(wildcard spec/fuzz/fuzz_*.c)))
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -fno-omit-frame-pointer -pthread -D_GNU_SOURCE \
+  -Icore/include -Icore/src $(FUZZ_SAN)
+# core objects: warnings are gcc's -Werror job (make check); here they must not stop a build
+FUZZ_CORE_CFLAGS := $(FUZZ_CFLAGS) $(filter-out -Werror,$(WARN)) -fsanitize=fuzzer-no-link
+FUZZ_HDR := $(wildcard spec/fuzz/*.h)
+FUZZ_LIBS_config := $(LUA_CFLAGS) -llua5.4
+
+.PHONY: fuzz fuzz-build fuzz-regress fuzz-seeds
+
+fuzz: fuzz-build
+	@spec/fuzz/run fuzz $(SECONDS) $(FUZZ_TARGETS)
+
+fuzz-regress: fuzz-build
+	@spec/fuzz/run regress $(FUZZ_TARGETS)
+
+fuzz-build: $(addprefix $(FUZZ)/fuzz_,$(FUZZ_TARGETS))
+
+fuzz-seeds: $(FUZZ)/gen_seeds
+	$(FUZZ)/gen_seeds spec/fuzz/corpus
+
+$(FUZZ)/obj/%.o: core/src/%.c $(CORE_HDR) | $(FUZZ)/obj
+	$(FUZZ_CC) $(FUZZ_CORE_CFLAGS) -c $< -o $@
+
+$(FUZZ)/libkiwi.a: $(patsubst core/src/%.c,$(FUZZ)/obj/%.o,$(CORE_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ)/fuzz_%: spec/fuzz/fuzz_%.c $(FUZZ_HDR) $(FUZZ)/libkiwi.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(WARN) -fsanitize=fuzzer $< $(FUZZ)/libkiwi.a \
+	  $(FUZZ_LIBS_$*) $(LIBS) -o $@
+
+$(FUZZ)/gen_seeds: spec/fuzz/gen_seeds.c $(FUZZ)/libkiwi.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(WARN) -fsanitize=fuzzer-no-link $< $(FUZZ)/libkiwi.a $(LIBS) -o $@
+
+$(FUZZ)/obj:
+	@mkdir -p $@
+
 # ---- install ------------------------------------------------------------------------------
 LUA_LIBDIR := $(PREFIX)/lib/lua/5.4
 LUA_SHAREDIR := $(PREFIX)/share/lua/5.4

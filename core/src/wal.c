@@ -232,19 +232,28 @@ static kiwi_status scan(wal_scan *s, char **errmsg)
     return KIWI_OK;
 }
 
-kiwi_status kw_wal_read(const char *path, kw_wal_recovery_mode mode, kw_wal_record_fn fn,
-                        void *ctx, kw_wal_read_stats *stats, char **errmsg)
+kiwi_status kw_wal_read_buffer(const char *name, const char *data, size_t size,
+                               kw_wal_recovery_mode mode, kw_wal_record_fn fn, void *ctx,
+                               kw_wal_read_stats *stats, char **errmsg)
 {
     kw_wal_read_stats local = {0};
     kw_wal_read_stats *st = stats ? stats : &local;
     *st = (kw_wal_read_stats){0};
+    wal_scan s = {name, data, size, mode, fn, ctx, st};
+    return scan(&s, errmsg);
+}
+
+kiwi_status kw_wal_read(const char *path, kw_wal_recovery_mode mode, kw_wal_record_fn fn,
+                        void *ctx, kw_wal_read_stats *stats, char **errmsg)
+{
+    if (stats != NULL)
+        *stats = (kw_wal_read_stats){0};
     char *data;
     size_t size;
     kiwi_status status = kw_read_file(path, &data, &size, errmsg);
     if (status != KIWI_OK)
         return status;
-    wal_scan s = {path, data, size, mode, fn, ctx, st};
-    status = scan(&s, errmsg);
+    status = kw_wal_read_buffer(path, data, size, mode, fn, ctx, stats, errmsg);
     free(data);
     return status;
 }

@@ -64,5 +64,10 @@ typedef kiwi_status (*kw_wal_record_fn)(void *ctx, kw_slice payload, uint64_t of
 
 kiwi_status kw_wal_read(const char *path, kw_wal_recovery_mode mode, kw_wal_record_fn fn,
                         void *ctx, kw_wal_read_stats *stats, char **errmsg);
+/* kw_wal_read over size bytes already in memory (the fuzzer, tools): the same rules and results;
+ * `name` stands for the path in messages. data may be NULL when size is 0. */
+kiwi_status kw_wal_read_buffer(const char *name, const char *data, size_t size,
+                               kw_wal_recovery_mode mode, kw_wal_record_fn fn, void *ctx,
+                               kw_wal_read_stats *stats, char **errmsg);
 
 #endif /* KW_WAL_H */
