@@ -96,7 +96,7 @@ extern const engine leveldb_engine;
 extern const engine rocksdb_engine;
 #endif
 
-/* ---- results ----------------------------------------------------------------------------------- */
+/* ---- results --------------------------------------------------------------------------------- */
 typedef struct {
     double secs;       /* the timed region: the operations only */
     long ops;          /* operations performed (entries for fillbatch and readseq) */
@@ -115,7 +115,7 @@ typedef struct {
     double secs, written;       /* the compaction call (plus settling) and what it wrote */
 } compaction_result;
 
-/* ---- workloads --------------------------------------------------------------------------------- */
+/* ---- workloads ------------------------------------------------------------------------------- */
 typedef struct {
     const config *cfg;
     const engine *e;
@@ -134,7 +134,7 @@ typedef struct {
 extern const char DEFAULT_BENCHMARKS[];
 const workload *find_workload(const char *name, size_t len);
 
-/* ---- utilities (bench_util.c) ------------------------------------------------------------------ */
+/* ---- utilities (bench_util.c) ---------------------------------------------------------------- */
 void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void *xmalloc(size_t n);
 double now(void);
@@ -151,6 +151,7 @@ typedef struct {
     uint64_t write_bytes, wchar;
 } io_counters;
 io_counters io_now(void);
+bool io_accounted(const char *dir); /* false: write_bytes stays 0 there, count wchar */
 uint64_t dir_size(const char *path); /* regular files, engine info logs (LOG*) excluded */
 void remove_tree(const char *path, bool keep_top);
 void check_db_dir(const char *path);
@@ -158,7 +159,7 @@ const char *fs_name(const char *path);
 void first_line(const char *cmd, char *out, size_t cap);
 void note_append(char *note, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* ---- report (bench_report.c) ------------------------------------------------------------------- */
+/* ---- report (bench_report.c) ----------------------------------------------------------------- */
 typedef struct {
     const config *cfg;
     const workload *const *list; /* the rows */

@@ -118,7 +118,7 @@ static void set_option(kiwi_options *o, const char *name, const char *value)
         bench_die("kiwi: setting %s=%s: %s", name, value, err);
 }
 
-/* ---- life ------------------------------------------------------------------------------------- */
+/* ---- life ------------------------------------------------------------------------------------ */
 
 static void *k_open(const config *c, const char *dir)
 {
@@ -157,7 +157,7 @@ static void k_close(void *db)
     free(d);
 }
 
-/* ---- writes and reads ------------------------------------------------------------------------- */
+/* ---- writes and reads ------------------------------------------------------------------------ */
 
 static void k_put(void *db, bool sync, const char *k, size_t klen, const char *v, size_t vlen)
 {
@@ -219,7 +219,7 @@ static void k_batch_destroy(void *b)
     kiwi_batch_destroy(b);
 }
 
-/* ---- iterators -------------------------------------------------------------------------------- */
+/* ---- iterators ------------------------------------------------------------------------------- */
 
 static void *k_iter_create(void *db)
 {
@@ -272,7 +272,7 @@ static void k_iter_destroy(void *it)
     kiwi_iter_destroy(it);
 }
 
-/* ---- maintenance ------------------------------------------------------------------------------ */
+/* ---- maintenance ----------------------------------------------------------------------------- */
 
 static void k_flush(void *db)
 {
@@ -288,7 +288,7 @@ static void k_compact_all(void *db)
         bench_die("kiwi_compact_range: %s", err);
 }
 
-/* ---- what the engine says about a workload ---------------------------------------------------- */
+/* ---- what the engine says about a workload --------------------------------------------------- */
 
 static void *k_snap(void *db)
 {

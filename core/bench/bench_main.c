@@ -47,10 +47,10 @@ typedef struct {
     uint32_t *tag;
     result *rs;
     compaction_result *cs;
-    bool used_wchar;
+    bool used_wchar; /* the file system of --db does not account write_bytes */
 } bench;
 
-/* ---- waiting for background work -------------------------------------------------------------- */
+/* ---- waiting for background work ------------------------------------------------------------- */
 
 /* Waits until the engine's background threads are idle: a window in which the process wrote
  * nothing to storage and used almost no CPU (the caller sleeps). Returns the seconds waited. */
@@ -72,7 +72,7 @@ static double settle(void)
     return now() - t0 - SETTLE_WINDOW_US * 1e-6; /* the last, quiet window is not work */
 }
 
-/* ---- one measured workload -------------------------------------------------------------------- */
+/* ---- one measured workload ------------------------------------------------------------------- */
 
 static double live_bytes(const bench *b)
 {
@@ -82,16 +82,13 @@ static double live_bytes(const bench *b)
     return (double)live * (double)(KEY_SIZE + b->cfg.value_size);
 }
 
-/* Bytes written to storage between two readings; falls back to wchar where the file system
- * does not account write_bytes (the note says so). */
-static double written(bench *b, io_counters a, io_counters c, char *note)
+/* Bytes written to storage between two readings: write_bytes, or wchar (the bytes passed to
+ * write calls) where the file system of --db does not account write_bytes (the report says so). */
+static double written(const bench *b, io_counters a, io_counters c)
 {
-    if (c.write_bytes > a.write_bytes || c.wchar <= a.wchar)
-        return (double)(c.write_bytes - a.write_bytes);
-    b->used_wchar = true;
-    if (note)
-        note_append(note, "written = wchar");
-    return (double)(c.wchar - a.wchar);
+    if (b->used_wchar)
+        return (double)(c.wchar - a.wchar);
+    return (double)(c.write_bytes - a.write_bytes);
 }
 
 static void run_row(bench *b, run_ctx *x, int row, uint64_t seed, result *r, const char *dir)
@@ -110,7 +107,7 @@ static void run_row(bench *b, run_ctx *x, int row, uint64_t seed, result *r, con
         x->e->flush(x->db);
     r->settle = settle();
     r->cpu = cpu_now() - cpu0;
-    r->written = written(b, io0, io_now(), r->note);
+    r->written = written(b, io0, io_now());
     double live = live_bytes(b);
     if (w->writes == 1 && r->user_bytes > 0)
         r->wamp = r->written / r->user_bytes;
@@ -129,7 +126,7 @@ static void compact_all(bench *b, run_ctx *x, compaction_result *c, const char *
     x->e->compact_all(x->db);
     settle();
     c->secs = now() - t0 - SETTLE_WINDOW_US * 1e-6;
-    c->written = written(b, io0, io_now(), NULL);
+    c->written = written(b, io0, io_now());
     c->after = (double)dir_size(dir);
 }
 
@@ -164,7 +161,7 @@ static void run_group(bench *b, int round, int first, int last, int eng)
         remove_tree(dir, false);
 }
 
-/* ---- command line ----------------------------------------------------------------------------- */
+/* ---- command line ---------------------------------------------------------------------------- */
 
 static long parse_long(const char *arg, const char *v, long min, long max)
 {
@@ -297,6 +294,7 @@ int main(int argc, char **argv)
     check_db_dir(b.cfg.db);
     if (mkdir(b.cfg.db, 0755) != 0 && errno != EEXIST)
         bench_die("--db=%s: %s", b.cfg.db, strerror(errno));
+    b.used_wchar = !io_accounted(b.cfg.db);
     size_t cells = (size_t)(b.cfg.rounds * b.rows * b.nengines);
     b.tag = calloc((size_t)b.cfg.num, sizeof *b.tag);
     b.rs = calloc(cells, sizeof *b.rs);
@@ -317,7 +315,7 @@ int main(int argc, char **argv)
         }
     first_line("cut -d' ' -f1-3 /proc/loadavg", p.load[1], sizeof p.load[1]);
     p.total_secs = now() - t0;
-    p.total_mib = (double)(io_now().write_bytes - io0.write_bytes) / 1048576.0;
+    p.total_mib = written(&b, io0, io_now()) / 1048576.0;
     p.used_wchar = b.used_wchar;
     if (!b.cfg.keep_db)
         remove_tree(b.cfg.db, false);

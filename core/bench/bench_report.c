@@ -79,7 +79,7 @@ static double cmed(const report *p, int row, int eng, cmetric m)
     return median(v, p->rounds);
 }
 
-/* ---- the tables ------------------------------------------------------------------------------- */
+/* ---- the tables ------------------------------------------------------------------------------ */
 
 static void fmt_amp(char *out, size_t cap, double x)
 {
@@ -248,11 +248,13 @@ void print_report(FILE *f, const report *p, bool markdown)
     print_compactions(f, p);
     fprintf(f, "\n%sPer engine and workload\n\n", h);
     print_details(f, p);
+    const char *wchar = " (wchar: the file system of --db does not account write_bytes, so every "
+                        "written figure is the bytes passed to write calls)";
     fprintf(f, "\nThe whole run took %.1f s and the process wrote %.1f MiB to storage%s.\n",
-            p->total_secs, p->total_mib, p->used_wchar ? " (some windows counted wchar)" : "");
+            p->total_secs, p->total_mib, p->used_wchar ? wchar : "");
 }
 
-/* ---- the machine and the settings ------------------------------------------------------------- */
+/* ---- the machine and the settings ------------------------------------------------------------ */
 
 static void print_machine(FILE *f, const report *p)
 {
@@ -303,7 +305,7 @@ static void print_settings(FILE *f, const report *p)
     fputc('\n', f);
 }
 
-/* ---- docs/benchmarks.md ----------------------------------------------------------------------- */
+/* ---- docs/benchmarks.md ---------------------------------------------------------------------- */
 
 /* The existing file up to and including the MARKER line; NULL if there is none. */
 static char *read_head(const char *path, size_t *len)

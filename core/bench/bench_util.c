@@ -14,6 +14,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -139,7 +140,7 @@ bool value_matches(const char *v, size_t vlen, long size, long k, uint32_t tag)
            memcmp(v + VALUE_HEADER, value_body(size, k, tag), (size_t)(size - VALUE_HEADER)) == 0;
 }
 
-/* ---- /proc/self/io and the directory ---------------------------------------------------------- */
+/* ---- /proc/self/io and the directory --------------------------------------------------------- */
 
 io_counters io_now(void)
 {
@@ -153,6 +154,27 @@ io_counters io_now(void)
     if (f)
         fclose(f);
     return c;
+}
+
+/* Whether the file system under dir accounts write_bytes: writes and syncs a 256 KiB probe file
+ * and looks for it in the counter (tmpfs and some network file systems never count). */
+bool io_accounted(const char *dir)
+{
+    char path[4096 + 16], buf[4096];
+    snprintf(path, sizeof path, "%s/.io_probe", dir);
+    memset(buf, 'x', sizeof buf);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        bench_die("%s: %s", path, strerror(errno));
+    io_counters a = io_now();
+    for (int i = 0; i < 64; i++)
+        if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf)
+            bench_die("%s: write: %s", path, strerror(errno));
+    fdatasync(fd);
+    io_counters b = io_now();
+    close(fd);
+    unlink(path);
+    return b.write_bytes - a.write_bytes >= 64 * sizeof buf;
 }
 
 /* An engine's text diagnostics (LevelDB's LOG, LOG.old; RocksDB's LOG, LOG.old.<time>). */
