@@ -83,7 +83,8 @@ static void free_filter(void *v)
 }
 
 /* Copies the block at off to dst and checks the copy (CRC, compression type). REQUIRES: the
- * block lies inside the map (index entries and footer handles were bounds-checked at open). */
+ * block lies inside the map (footer handles were checked at open, data block handles are
+ * checked by kw_table_block_acquire). */
 static kiwi_status copy_checked(const kw_table *t, char *dst, uint64_t off, uint64_t size,
                                 const char *kind, char **errmsg)
 {
@@ -444,6 +445,11 @@ kiwi_status kw_table_block_acquire(kw_table *t, uint64_t off, uint64_t size, boo
     kw_slice contents = kw_slice_make(t->map.data + off, size);
     ref->handle = NULL;
     *res = KW_CACHE_OFF;
+    if (off > t->data_end || size > t->data_end - off) /* an in-place entry of a changed file */
+        return kw_error(errmsg, KIWI_CORRUPTION,
+                        "%s: block at offset %" PRIu64 ": size %" PRIu64
+                        " runs past the data blocks",
+                        t->path, off, size);
     if (is_on(c)) {
         ref->handle = kw_cache_lookup(c, t->number, off);
         *res = ref->handle != NULL ? KW_CACHE_HIT : KW_CACHE_MISS;

@@ -567,6 +567,55 @@ static void test_table_index_thrash_bounded(void)
     ctest_rmtree(dir);
 }
 
+/* The index read in place trusts what open checked, but never reads out of bounds: a handle
+ * changed on disk under the mapping (the offset of block 5 rewritten past the data blocks) is
+ * reported as corruption by the get that uses it. */
+static void test_table_in_place_changed_file(void)
+{
+    char *dir = ctest_tmpdir("tcache");
+    char *path = make_table(dir);
+    uint64_t ioff, isize;
+    index_handle(path, &ioff, &isize);
+    kw_block_cache *bc = kw_block_cache_create(0, 100, 0); /* the index is read in place */
+    kw_table *t;
+    char *err = NULL;
+    CHECK(kw_table_open_cached(path, 42, bc, &t, NULL) == KIWI_OK);
+    kw_table_lookup_info info;
+    int key = 0;
+    for (; key < NKEYS; key++) /* a key of block 5 */
+        if (get_i(t, key, true, &info, NULL) == KIWI_OK && info.block_index == 5)
+            break;
+    CHECK(info.block_index == 5 && info.index_cache == KW_CACHE_MISS);
+    char *data;
+    size_t len;
+    CHECK(kw_read_file(path, &data, &len, NULL) == KIWI_OK);
+    const char *b = data + ioff;
+    uint32_t nrestarts = kw_decode_fixed32(b + isize - 4);
+    uint32_t e = kw_decode_fixed32(b + isize - 4 - 4 * (size_t)nrestarts + 4 * 5);
+    size_t at = ioff + e + 3 + (uint8_t)b[e + 1]; /* [0][klen][vlen][key] then the offset */
+    CHECK(b[e] == 0 && (uint8_t)b[e + 2] < 0x80 && (uint8_t)b[at - ioff] >= 0x80);
+    free(data);
+    FILE *f = fopen(path, "r+b"); /* a 3-byte varint (block 5 starts past 16 KiB): 2^21 - 1 */
+    fseek(f, (long)at, SEEK_SET);
+    fwrite("\xff\xff\x7f", 1, 3, f);
+    fclose(f);
+    kw_lookup r;
+    kw_buf v;
+    kw_buf_init(&v);
+    char k[16];
+    ukey(k, key);
+    CHECK(kw_table_get_ex(t, kw_slice_make(k, strlen(k)), KW_MAX_SEQ, true, &r, &v, NULL, &err) ==
+          KIWI_CORRUPTION);
+    CHECK(err != NULL && strstr(err, "runs past the data blocks") != NULL);
+    kw_buf_free(&v);
+    CHECK(get_i(t, 0, true, &info, NULL) == KIWI_OK); /* block 0 is untouched */
+    kw_table_unref(t);
+    kw_block_cache_destroy(bc);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
 /* ---- unref ----------------------------------------------------------------------------------- */
 
 static void test_table_erase_on_unref(void)
@@ -666,6 +715,7 @@ int main(void)
     RUN(test_table_index_tier);
     RUN(test_table_bloom_in_place);
     RUN(test_table_index_thrash_bounded);
+    RUN(test_table_in_place_changed_file);
     RUN(test_table_erase_on_unref);
     RUN(test_table_same_results);
     return ctest_summary();
