@@ -98,8 +98,8 @@ run: all
 # ---- tests --------------------------------------------------------------------------------
 test: bootstrap-quiet
 	@rm -f build/test-results
-	@$(MAKE) --no-print-directory test-c test-asan test-tsan test-crash test-valgrind test-lua \
-	  test-lua-asan
+	@$(MAKE) --no-print-directory test-c test-asan test-tsan test-crash test-valgrind fuzz-regress \
+	  test-lua test-lua-asan
 	@awk '{p+=$$1; f+=$$2} END {printf "total: %d passed, %d failed\n", p, f}' build/test-results
 
 test-c: $(addprefix $(REL)/test/,$(CTEST_NAMES))
