@@ -152,6 +152,9 @@ local function check_value(name, v, vtype)
     if type(v) ~= "number" then
       return nil, format("expected a number, got %s %s", value_type(v), describe(v))
     end
+    if v ~= v or v == math.huge or v == -math.huge then -- cjson reads NaN and Infinity
+      return nil, format("expected a finite number, got %s", tostring(v))
+    end
     v = tointeger(v) or v
   elseif vtype == "boolean" then
     if type(v) ~= "boolean" then
