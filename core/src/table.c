@@ -271,7 +271,7 @@ static inline const char *varint32(const char *p, const char *limit, uint32_t *v
 static const char *entry_at(const kw_table *t, uint32_t i, kw_slice *key, const char **vend)
 {
     const char *b = t->index_block.data, *limit = b + t->index_restarts;
-    uint32_t off = kw_decode_fixed32(limit + 4 * (size_t)i), shared, key_len, vlen;
+    uint32_t off = kw_decode_fixed32(limit + 4 * (size_t)i), shared = 0, key_len = 0, vlen = 0;
     if (off >= t->index_restarts)
         return NULL;
     const char *p = varint32(b + off, limit, &shared);
