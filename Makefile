@@ -228,10 +228,10 @@ FUZZ_LIBS_config := $(LUA_CFLAGS) -llua5.4
 .PHONY: fuzz fuzz-build fuzz-regress fuzz-seeds
 
 fuzz: fuzz-build
-	@spec/fuzz/run fuzz $(SECONDS) $(FUZZ_TARGETS)
+	@FUZZ_BUILD=$(FUZZ) spec/fuzz/run fuzz $(SECONDS) $(FUZZ_TARGETS)
 
 fuzz-regress: fuzz-build
-	@spec/fuzz/run regress $(FUZZ_TARGETS)
+	@FUZZ_BUILD=$(FUZZ) spec/fuzz/run regress $(FUZZ_TARGETS)
 
 fuzz-build: $(addprefix $(FUZZ)/fuzz_,$(FUZZ_TARGETS))
 
