@@ -56,7 +56,7 @@ $(1)/obj/%.o: core/src/%.c $(CORE_HDR) | $(1)/obj
 $(1)/libkiwi.a: $$(patsubst core/src/%.c,$(1)/obj/%.o,$$(CORE_SRC))
 	@rm -f $$@
 	ar rcs $$@ $$^
-$(1)/test/%: spec/c/%.c spec/c/ctest.h $(1)/libkiwi.a | $(1)/test
+$(1)/test/%: spec/c/%.c spec/c/ctest.h spec/c/dbtest.h $(1)/libkiwi.a | $(1)/test
 	$$(CC) $$(BASE_CFLAGS) $(2) -Ispec/c $$< $(1)/libkiwi.a $$(LIBS) -o $$@
 $(1)/obj $(1)/test:
 	@mkdir -p $$@

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "ctest.h"
+#include "dbtest.h"
 #include "kiwi.h"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -48,17 +49,6 @@ static kiwi_db *open_small(const char *dir)
     kiwi_free(err);
     kiwi_options_destroy(o);
     return db;
-}
-
-static unsigned long long stat_of(kiwi_db *db, const char *name)
-{
-    char *s = kiwi_property(db, "stats");
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", name);
-    const char *p = s ? strstr(s, pat) : NULL;
-    unsigned long long v = p ? strtoull(p + strlen(pat), NULL, 10) : 0;
-    kiwi_free(s);
-    return v;
 }
 
 static unsigned long long l0_files(kiwi_db *db)
@@ -181,10 +171,10 @@ static void test_load_with_readers(void)
         pthread_join(r[i], NULL);
     CHECK(atomic_load(&g_bad) == 0);
     printf("load: %d writes, max L0 files %llu, compactions %llu, stalls %llu, slowdowns %llu\n",
-           N, max_l0, stat_of(g_db, "compactions"), stat_of(g_db, "stalls"),
-           stat_of(g_db, "slowdowns"));
+           N, max_l0, dbtest_stat(g_db, "compactions"), dbtest_stat(g_db, "stalls"),
+           dbtest_stat(g_db, "slowdowns"));
     CHECK(max_l0 <= 12); /* the stop trigger bounds L0 */
-    CHECK(stat_of(g_db, "compactions") > 0);
+    CHECK(dbtest_stat(g_db, "compactions") > 0);
 
     CHECK(kiwi_compact_range(g_db, NULL, 0, NULL, 0, NULL) == KIWI_OK);
     unsigned long long live = 0;
@@ -299,7 +289,7 @@ static void test_pinned_iterator_and_snapshot(void)
     kiwi_snapshot_release(db, snap);
     /* and without the snapshot, a full compaction drops the old versions */
     CHECK(kiwi_compact_range(db, NULL, 0, NULL, 0, NULL) == KIWI_OK);
-    CHECK(stat_of(db, "compaction_dropped_versions") > 0);
+    CHECK(dbtest_stat(db, "compaction_dropped_versions") > 0);
     char *v = NULL;
     size_t vl;
     CHECK(kiwi_get(db, NULL, "p00000001", 9, &v, &vl, NULL) == KIWI_NOT_FOUND);
@@ -329,7 +319,7 @@ static void test_range_and_moves(void)
     }
     CHECK(kiwi_compact_range(db, "r2", 2, "r3~", 3, NULL) == KIWI_OK);
     CHECK(kiwi_compact_range(db, NULL, 0, NULL, 0, NULL) == KIWI_OK);
-    CHECK(stat_of(db, "trivial_moves") > 0 || stat_of(db, "compactions") > 0);
+    CHECK(dbtest_stat(db, "trivial_moves") > 0 || dbtest_stat(db, "compactions") > 0);
     int bad = 0;
     for (int batch = 0; batch < 6; batch++)
         for (int i = 0; i < 500; i += 7) {

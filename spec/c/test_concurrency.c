@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "ctest.h"
+#include "dbtest.h"
 #include "kiwi.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -225,17 +226,6 @@ static void on_done(void *ctx, kiwi_status st, char *errmsg)
     atomic_fetch_add(&a->done, 1);
 }
 
-static unsigned long long stat_of(kiwi_db *db, const char *name)
-{
-    char *s = kiwi_property(db, "stats");
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", name);
-    const char *p = s ? strstr(s, pat) : NULL;
-    unsigned long long v = p ? strtoull(p + strlen(pat), NULL, 10) : 0;
-    kiwi_free(s);
-    return v;
-}
-
 /* Many async sync-writes share fsyncs; kiwi_close finishes queued async writes first. */
 static void test_async_group_commit(void)
 {
@@ -296,7 +286,7 @@ static void test_async_group_commit(void)
     }
     while (atomic_load(&a.done) < N)
         usleep(100);
-    unsigned long long syncs = stat_of(db, "wal_syncs");
+    unsigned long long syncs = dbtest_stat(db, "wal_syncs");
     printf("async: %d sync writes, %llu fsyncs\n", N, syncs);
     CHECK(syncs > 0 && syncs < N / 4);
     kiwi_close(db);
