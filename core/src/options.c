@@ -26,7 +26,7 @@ typedef struct {
 static const setting SETTINGS[] = {
     {"max_memtable_entries", T_UINT, 1, 1e9, true, "10", "1000000", NULL},
     {"max_memtable_size_mb", T_DOUBLE, 0.0625, 4096, true, "64", "64", NULL},
-    {"l0_compaction_threshold", T_UINT, 2, 1000, true, "10", "10", NULL},
+    {"l0_compaction_threshold", T_UINT, 2, 1000, true, "10", "4", NULL},
     {"l0_slowdown_writes_trigger", T_UINT, 2, 10000, true, "20", "20", NULL},
     {"l0_stop_writes_trigger", T_UINT, 2, 10000, true, "30", "30", NULL},
     {"target_file_size_mb", T_DOUBLE, 0.015625, 1024, true, "0.0625", "8", NULL},
