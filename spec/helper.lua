@@ -3,17 +3,29 @@
 --  * helper.tmpdir(): a fresh directory under $TMPDIR (or /tmp) made with uv.fs_mkdtemp, removed
 --    when the test ends (a subscriber to busted's "test end" event calls helper.cleanup).
 --  * helper.lua_bin and helper.child_env(): run child lua5.4 processes that find the same modules
---    (absolute LUA_PATH/LUA_CPATH built from this process's package paths).
+--    (absolute LUA_PATH/LUA_CPATH built from this process's package paths); helper.lua_shell is
+--    lua5.4 as a word of a shell command.
 --  * helper.run_lua(dir, code, ...): write `code` to a script in dir, run it to completion with
 --    io.popen, return its stdout and exit code.
 --  * helper.files(dir, suffix): the names in dir ending with suffix, sorted.
 --  * helper.both_modes(it): an `it` that defines each test twice, "[blocking]" as written and
 --    "[task]" run inside kiwi.run (helper.in_task), so one spec checks both modes of the API.
+--  * Sanitizer runs: scripts/run-specs preloads $KIWI_PRELOAD (libasan or libtsan) into lua5.4
+--    only. The helper takes LD_PRELOAD out of this process's environment, so a shell started by
+--    io.popen is not instrumented (sh and bash crash under a preloaded libtsan), and gives it back
+--    to every child lua5.4 (helper.child_env, helper.run_lua), which loads the same module.
 local uv = require("luv")
 
 local helper = {}
 
 helper.lua_bin = os.getenv("KIWI_LUA") or "lua5.4"
+helper.preload = os.getenv("KIWI_PRELOAD")
+if helper.preload == "" then
+  helper.preload = nil
+end
+if helper.preload then
+  uv.os_unsetenv("LD_PRELOAD")
+end
 
 local function tmpbase()
   local t = os.getenv("TMPDIR")
@@ -113,10 +125,13 @@ function helper.child_env()
     "PATH=" .. (os.getenv("PATH") or "/usr/bin:/bin"),
   }
   -- passed through so the specs also run under a sanitizer build (LD_PRELOAD=libasan.so ...)
-  for _, name in ipairs({ "TMPDIR", "HOME", "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS" }) do
+  for _, name in ipairs({ "TMPDIR", "HOME", "ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS" }) do
     if os.getenv(name) then
       env[#env + 1] = name .. "=" .. os.getenv(name)
     end
+  end
+  if helper.preload then
+    env[#env + 1] = "LD_PRELOAD=" .. helper.preload
   end
   return env
 end
@@ -125,6 +140,10 @@ local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 helper.shell_quote = shell_quote
+
+--- lua5.4 as a word of a shell command: with the sanitizer runtime preloaded in sanitizer runs.
+helper.lua_shell = (helper.preload and ("LD_PRELOAD=" .. shell_quote(helper.preload) .. " ") or "")
+  .. helper.lua_bin
 
 --- Writes code to dir/name.lua; returns the path.
 function helper.write_script(dir, name, code)
@@ -142,7 +161,7 @@ function helper.run_lua(dir, code, ...)
   local parts = {
     "LUA_PATH=" .. shell_quote(helper.lua_path),
     "LUA_CPATH=" .. shell_quote(helper.lua_cpath),
-    helper.lua_bin, shell_quote(script),
+    helper.lua_shell, shell_quote(script),
   }
   for _, a in ipairs({ ... }) do
     parts[#parts + 1] = shell_quote(a)

@@ -13,7 +13,7 @@ local function kiwi_cmd(args)
   local dir = helper.tmpdir()
   local errpath = dir .. "/stderr.txt"
   local cmd = string.format("LUA_PATH=%s LUA_CPATH=%s %s scripts/kiwi %s < /dev/null 2> %s",
-    q(helper.lua_path), q(helper.lua_cpath), helper.lua_bin, args, q(errpath))
+    q(helper.lua_path), q(helper.lua_cpath), helper.lua_shell, args, q(errpath))
   local p = assert(io.popen(cmd, "r"))
   local out = p:read("a")
   local _, _, code = p:close()

@@ -256,7 +256,7 @@ describe("kiwi.log", function()
       local dir = helper.tmpdir()
       local outpath = dir .. "/out.txt"
       local cmd = string.format("LUA_PATH=%s LUA_CPATH=%s %s scripts/kiwi logs --port %d --level info"
-        .. " --count 3 > %s 2>&1", q(helper.lua_path), q(helper.lua_cpath), helper.lua_bin, log.port(),
+        .. " --count 3 > %s 2>&1", q(helper.lua_path), q(helper.lua_cpath), helper.lua_shell, log.port(),
         q(outpath))
       local child = uv.spawn("/bin/sh", { args = { "-c", cmd } }, function() end)
       local done = false
@@ -286,7 +286,7 @@ describe("kiwi.log", function()
     it("says when there is nothing to connect to", function()
       local dir = helper.tmpdir()
       local p = io.popen(string.format("LUA_PATH=%s LUA_CPATH=%s %s scripts/kiwi logs --data %s 2>&1",
-        q(helper.lua_path), q(helper.lua_cpath), helper.lua_bin, q(dir)))
+        q(helper.lua_path), q(helper.lua_cpath), helper.lua_shell, q(dir)))
       local out = p:read("a")
       local _, _, code = p:close()
       assert.equal(1, code)

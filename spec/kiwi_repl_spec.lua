@@ -21,7 +21,7 @@ local function kiwi_cmd(dir, args, input, envs)
   f:write(input or "")
   f:close()
   local cmd = string.format("%s LUA_PATH=%s LUA_CPATH=%s %s scripts/kiwi %s < %s 2> %s", envs or "",
-    q(helper.lua_path), q(helper.lua_cpath), helper.lua_bin, args, q(inpath), q(errpath))
+    q(helper.lua_path), q(helper.lua_cpath), helper.lua_shell, args, q(inpath), q(errpath))
   local p = assert(io.popen(cmd, "r"))
   local out = p:read("a")
   local _, _, code = p:close()
@@ -429,7 +429,7 @@ describe("kiwi repl", function()
       local dir = helper.tmpdir()
       local data = dir .. "/data"
       local t = tmux_server(dir)
-      local start = child_env_prefix() .. " " .. helper.lua_bin .. " scripts/kiwi repl --data " .. q(data)
+      local start = child_env_prefix() .. " " .. helper.lua_shell .. " scripts/kiwi repl --data " .. q(data)
         .. "; echo EXIT=$?; sleep 60"
       local ok, err = pcall(function()
         t.run("new-session -d -x 150 -y 50 -s kiwi " .. q(start))
@@ -437,7 +437,7 @@ describe("kiwi repl", function()
         -- a second window follows the log stream of this session
         t.wait("kiwi", "kiwi>$")
         assert.is_truthy(helper.read_file(data .. "/logs/kiwi.port"):match("^%d+\n$"))
-        t.run("new-window -d -t kiwi -n logs " .. q(child_env_prefix() .. " " .. helper.lua_bin
+        t.run("new-window -d -t kiwi -n logs " .. q(child_env_prefix() .. " " .. helper.lua_shell
           .. " scripts/kiwi logs --data " .. q(data) .. " --level info; sleep 60"))
         t.keys("kiwi:0", 'put "user 1" "Alice Smith"', "Enter")
         t.wait("kiwi:0", "OK\nkiwi>$")
