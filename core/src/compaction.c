@@ -61,11 +61,32 @@ static kw_compaction *compaction_new(int level)
     return c;
 }
 
+/* Adds m, a file of `level`, to the inputs (which: 0 for the upper levels, 1 for the output
+ * level). */
+static void add_input_at(kw_compaction *c, int which, int level, kw_file_meta *m)
+{
+    size_t n = c->ninputs[which];
+    c->inputs[which] = kw_realloc(c->inputs[which], (n + 1) * sizeof(kw_file_meta *));
+    c->inputs[which][n] = m;
+    if (which == 0) {
+        c->input_levels = kw_realloc(c->input_levels, (n + 1) * sizeof(int));
+        c->input_levels[n] = level;
+    }
+    c->ninputs[which] = n + 1;
+    atomic_fetch_add(&m->refs, 1); /* released in kw_compaction_free */
+}
+
 static void add_input(kw_compaction *c, int which, kw_file_meta *m)
 {
-    c->inputs[which] = kw_realloc(c->inputs[which], (c->ninputs[which] + 1) * sizeof(kw_file_meta *));
-    c->inputs[which][c->ninputs[which]++] = m;
-    atomic_fetch_add(&m->refs, 1); /* released in kw_compaction_free */
+    add_input_at(c, which, which ? c->output_level : c->level, m);
+}
+
+static bool is_input(const kw_compaction *c, const kw_file_meta *m)
+{
+    for (size_t i = 0; i < c->ninputs[0]; i++)
+        if (c->inputs[0][i] == m)
+            return true;
+    return false;
 }
 
 /* The user-key range covered by the level inputs. */
@@ -180,10 +201,59 @@ kw_compaction *kw_compaction_range(const kw_version *v, int level, int max_level
     return c;
 }
 
+/* Adds every file of levels 1..last-1 that meets [lo, hi] and is not an input yet; returns how
+ * many were added. */
+static size_t add_upper_overlaps(kw_compaction *c, const kw_version *v, int last,
+                                 const kw_slice *lo, const kw_slice *hi)
+{
+    size_t added = 0;
+    for (int l = 1; l < last; l++)
+        for (size_t i = 0; i < v->nfiles[l]; i++) {
+            kw_file_meta *m = v->files[l][i];
+            if (overlaps(m, lo, hi) && !is_input(c, m)) {
+                add_input_at(c, 0, l, m);
+                added++;
+            }
+        }
+    return added;
+}
+
+kw_compaction *kw_compaction_range_to_last(const kw_version *v, int max_levels,
+                                           const kw_slice *start, const kw_slice *end)
+{
+    int last = max_levels;
+    kw_compaction *c = compaction_new(0);
+    c->manual = true;
+    c->reason = "manual_to_last_level";
+    c->output_level = last;
+    bool l0 = false;
+    for (size_t i = 0; i < v->nfiles[0]; i++)
+        l0 = l0 || overlaps(v->files[0][i], start, end);
+    for (size_t i = 0; l0 && i < v->nfiles[0]; i++)
+        add_input_at(c, 0, 0, v->files[0][i]);
+    add_upper_overlaps(c, v, last, start, end);
+    if (c->ninputs[0] == 0) {
+        kw_compaction_free(c);
+        return NULL;
+    }
+    /* grow to a closed set: whatever overlaps the inputs' range joins them */
+    for (;;) {
+        kw_slice lo = {NULL, 0}, hi = {NULL, 0};
+        input_range(c, &lo, &hi);
+        if (add_upper_overlaps(c, v, last, &lo, &hi) == 0)
+            break;
+    }
+    c->level = last;
+    for (size_t i = 0; i < c->ninputs[0]; i++)
+        c->level = c->input_levels[i] < c->level ? c->input_levels[i] : c->level;
+    add_overlapping_below(c, v);
+    return c;
+}
+
 void kw_compaction_done(const kw_compaction *c, kw_buf *cursor)
 {
     kw_slice lo = {NULL, 0}, hi = {NULL, 0};
-    if (c->level == 0 || c->ninputs[0] == 0)
+    if (c->level == 0 || c->ninputs[0] == 0 || c->output_level > c->level + 1)
         return;
     input_range(c, &lo, &hi);
     kw_buf_clear(&cursor[c->level]);
@@ -199,6 +269,7 @@ void kw_compaction_free(kw_compaction *c)
             kw_file_meta_unref(c->inputs[w][i]);
         free(c->inputs[w]);
     }
+    free(c->input_levels);
     free(c);
 }
 
@@ -352,7 +423,7 @@ kiwi_status kw_compaction_run(const kw_compaction *c, const char *dir, const kiw
     stats->bytes_in = kw_compaction_input_bytes(c);
     for (int w = 0; w < 2; w++)
         for (size_t i = 0; i < c->ninputs[w]; i++)
-            kw_edit_delete_file(edit, (uint32_t)(w ? c->output_level : c->level),
+            kw_edit_delete_file(edit, (uint32_t)(w ? c->output_level : c->input_levels[i]),
                                 c->inputs[w][i]->number);
     if (c->trivial_move) {
         const kw_file_meta *m = c->inputs[0][0];

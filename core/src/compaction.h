@@ -32,6 +32,9 @@ typedef struct {
     int output_level;           /* level + 1, or level itself for a last-level (manual) rewrite */
     kw_file_meta **inputs[2];   /* [0]: files of `level`, [1]: overlapping files of level+1 */
     size_t ninputs[2];
+    int *input_levels;          /* the level of each inputs[0] file (`level`, except for a
+                                 * manual compaction into the last level, which takes files
+                                 * from every level above it) */
     bool trivial_move;          /* one input file, nothing below it overlaps: just move it */
     bool manual;                /* from kiwi_compact_range */
     const char *reason;         /* "l0_files", "level_size", "tombstones", "manual" */
@@ -49,6 +52,15 @@ kw_compaction *kw_compaction_pick(const kw_version *v, const kiwi_options *o, co
  * files are rewritten in place, which drops shadowed versions and tombstones no snapshot needs. */
 kw_compaction *kw_compaction_range(const kw_version *v, int level, int max_levels,
                                    const kw_slice *start, const kw_slice *end);
+
+/* A manual compaction of user keys [start, end] straight into the last level (max_levels):
+ * every file above it that overlaps the range, then every file above it that overlaps what was
+ * taken (until nothing more overlaps: a version left above the last level would shadow a newer
+ * one moved below it), plus the last-level files they overlap. With L0 involved all L0 files
+ * are taken (they overlap each other). One pass writes the data once, instead of once per level.
+ * NULL when no level above the last holds a file in the range. */
+kw_compaction *kw_compaction_range_to_last(const kw_version *v, int max_levels,
+                                           const kw_slice *start, const kw_slice *end);
 
 /* Records the largest key of the compaction's level inputs as the level's cursor. */
 void kw_compaction_done(const kw_compaction *c, kw_buf *cursor);

@@ -66,7 +66,8 @@ static void account(kiwi_db *db, const kw_compaction *c, const kw_compaction_sta
 static kiwi_status run_compaction(kiwi_db *db, kw_compaction *c, char **errmsg)
 {
     int lvl = c->level, out = c->output_level;
-    db->level_busy[lvl] = db->level_busy[out] = true;
+    for (int l = lvl; l <= out; l++)
+        db->level_busy[l] = true;
     db->compactions_running++;
     uint64_t smallest = kw_db_smallest_snapshot(db);
     kw_version *deeper = kw_vset_current(db->vs);
@@ -118,7 +119,8 @@ static kiwi_status run_compaction(kiwi_db *db, kw_compaction *c, char **errmsg)
     free(err);
     kw_edit_free(&edit);
     kw_version_unref(deeper);
-    db->level_busy[lvl] = db->level_busy[out] = false;
+    for (int l = lvl; l <= out; l++)
+        db->level_busy[l] = false;
     db->compactions_running--;
     kw_flush_try_commit(db); /* a flush may have waited for our commit */
     pthread_cond_broadcast(&db->done_cv);
@@ -175,6 +177,15 @@ void kw_compact_stop_workers(kiwi_db *db)
     db->ncompactors = 0;
 }
 
+/* Is any level 0..last reserved by a running compaction? REQUIRES: mu held. */
+static bool levels_busy(const kiwi_db *db, int last)
+{
+    for (int l = 0; l <= last; l++)
+        if (db->level_busy[l])
+            return true;
+    return false;
+}
+
 kiwi_status kiwi_compact_range(kiwi_db *db, const char *start, size_t slen, const char *end,
                                size_t elen, char **errmsg)
 {
@@ -187,20 +198,24 @@ kiwi_status kiwi_compact_range(kiwi_db *db, const char *start, size_t slen, cons
     atomic_fetch_add(&db->stats.manual_compactions, 1);
     pthread_mutex_lock(&db->mu);
     int last = (int)db->opts.max_levels;
-    for (int lvl = 0; lvl <= last && st == KIWI_OK; lvl++) {
-        int out = lvl < last ? lvl + 1 : lvl;
-        while ((db->level_busy[lvl] || db->level_busy[out]) && !db->stop_compactors &&
-               db->bg_status == KIWI_OK)
+    /* Two passes at most: everything above the last level in the range goes straight into it
+     * (data written once), then, if nothing was above, the last level's files in the range are
+     * rewritten in place to drop what no reader needs. */
+    bool moved = false;
+    for (int pass = 0; pass < 2 && st == KIWI_OK && !moved; pass++) {
+        while (levels_busy(db, last) && !db->stop_compactors && db->bg_status == KIWI_OK)
             pthread_cond_wait(&db->done_cv, &db->mu);
         if (db->bg_status != KIWI_OK) {
             st = kw_error(errmsg, db->bg_status, "compaction refused after a background error: %s",
                           kw_error_detail(db->bg_errmsg));
             break;
         }
-        kw_compaction *c = kw_compaction_range(db->vs->current, lvl, last, start ? &s : NULL,
-                                               end ? &e : NULL);
+        const kw_slice *sp = start ? &s : NULL, *ep = end ? &e : NULL;
+        kw_compaction *c = pass == 0 ? kw_compaction_range_to_last(db->vs->current, last, sp, ep)
+                                     : kw_compaction_range(db->vs->current, last, last, sp, ep);
         if (c == NULL)
             continue;
+        moved = pass == 0;
         st = run_compaction(db, c, errmsg);
         kw_compaction_free(c);
     }

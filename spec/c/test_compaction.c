@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #include "ctest.h"
@@ -336,10 +337,150 @@ static void test_range_and_moves(void)
     ctest_rmtree(dir);
 }
 
+/* Checks every key of the model (NULL = absent) with gets and one full scan. */
+static int check_model(kiwi_db *db, char **model, int nkeys)
+{
+    int bad = 0, live = 0;
+    char key[32];
+    for (int k = 0; k < nkeys; k++) {
+        snprintf(key, sizeof key, "m%05d", k);
+        char *v = NULL;
+        size_t vl = 0;
+        kiwi_status st = kiwi_get(db, NULL, key, strlen(key), &v, &vl, NULL);
+        if (model[k] == NULL)
+            bad += st != KIWI_NOT_FOUND;
+        else
+            bad += st != KIWI_OK || vl != strlen(model[k]) || memcmp(v, model[k], vl) != 0;
+        live += model[k] != NULL;
+        kiwi_free(v);
+    }
+    int seen = 0;
+    kiwi_iter *it = kiwi_iter_create(db, NULL);
+    for (kiwi_iter_seek_to_first(it); kiwi_iter_valid(it); kiwi_iter_next(it))
+        seen++;
+    kiwi_iter_destroy(it);
+    return bad + (seen != live);
+}
+
+/* Random writes, flushes and background compactions interleaved with kiwi_compact_range of
+ * random sub-ranges: a manual compaction takes files from every level above the last one and
+ * must take every file that overlaps what it took (or an older version left above would shadow
+ * a newer one moved to the last level). Every key is checked against a model after each one. */
+static void test_range_to_last_level_model(void)
+{
+    char *dir = ctest_tmpdir("crmodel");
+    kiwi_options *o = kiwi_options_create("prod");
+    /* tiny everything: a few hundred KB spread over L0..L3 in many small files */
+    kiwi_options_set(o, "max_memtable_size_mb", "0.0625", NULL);
+    kiwi_options_set(o, "target_file_size_mb", "0.015625", NULL);
+    kiwi_options_set(o, "level_base_mb", "0.0625", NULL);
+    kiwi_options_set(o, "l0_compaction_threshold", "2", NULL);
+    kiwi_db *db = NULL;
+    CHECK(kiwi_open(dir, o, &db, NULL) == KIWI_OK);
+    kiwi_options_destroy(o);
+    if (!db)
+        return;
+    enum { NKEYS = 3000, ROUNDS = 40, WINDOW = 500 };
+    char **model = calloc(NKEYS, sizeof *model);
+    unsigned rng = 12345;
+    char key[32], val[64];
+    int bad = 0;
+    for (int round = 0; round < ROUNDS * SCALE; round++) {
+        rng = rng * 1103515245u + 12345u;
+        int w = (int)((rng >> 8) % (NKEYS - WINDOW)); /* narrow files: writes in one window */
+        for (int i = 0; i < 1200; i++) {
+            rng = rng * 1103515245u + 12345u;
+            int k = w + (int)((rng >> 8) % WINDOW);
+            snprintf(key, sizeof key, "m%05d", k);
+            free(model[k]);
+            model[k] = NULL;
+            if ((rng >> 4) % 5 == 0) {
+                kiwi_delete(db, NULL, key, strlen(key), NULL);
+            } else {
+                snprintf(val, sizeof val, "r%d-i%d-%0*d", round, i, (int)(rng % 40), 7);
+                kiwi_put(db, NULL, key, strlen(key), val, strlen(val), NULL);
+                model[k] = strdup(val);
+            }
+        }
+        CHECK(kiwi_flush(db, NULL) == KIWI_OK);
+        struct timespec ts = {0, 5 * 1000 * 1000}; /* let background compactions move files */
+        nanosleep(&ts, NULL);
+        if (round % 2 == 1) {
+            rng = rng * 1103515245u + 12345u;
+            int a = (int)((rng >> 8) % NKEYS), b = a + (int)((rng >> 3) % 150);
+            char lo[32], hi[32];
+            snprintf(lo, sizeof lo, "m%05d", a);
+            snprintf(hi, sizeof hi, "m%05d", b);
+            CHECK(kiwi_compact_range(db, lo, strlen(lo), hi, strlen(hi), NULL) == KIWI_OK);
+        }
+        bad += check_model(db, model, NKEYS);
+    }
+    CHECK(bad == 0);
+    printf("  # %llu compactions, %llu manual\n", dbtest_stat(db, "compactions"),
+           dbtest_stat(db, "manual_compactions"));
+    CHECK(kiwi_compact_range(db, NULL, 0, NULL, 0, NULL) == KIWI_OK);
+    CHECK(check_model(db, model, NKEYS) == 0);
+    CHECK(l0_files(db) == 0);
+    for (int k = 0; k < NKEYS; k++)
+        free(model[k]);
+    free(model);
+    kiwi_close(db);
+    ctest_rmtree(dir);
+}
+
+/* A full kiwi_compact_range writes the data once: everything above the last level goes straight
+ * into it (before: once per level, ~3x the data for a tree held in L0). */
+static void test_range_writes_once(void)
+{
+    char *dir = ctest_tmpdir("cronce");
+    kiwi_options *o = kiwi_options_create("prod");
+    kiwi_options_set(o, "max_memtable_size_mb", "0.25", NULL);
+    kiwi_options_set(o, "target_file_size_mb", "0.25", NULL);
+    kiwi_options_set(o, "l0_compaction_threshold", "1000", NULL); /* all flushes stay in L0 */
+    kiwi_options_set(o, "l0_slowdown_writes_trigger", "10000", NULL);
+    kiwi_options_set(o, "l0_stop_writes_trigger", "10000", NULL);
+    kiwi_db *db = NULL;
+    CHECK(kiwi_open(dir, o, &db, NULL) == KIWI_OK);
+    kiwi_options_destroy(o);
+    if (!db)
+        return;
+    char key[32], val[100];
+    memset(val, 'v', sizeof val);
+    for (int i = 0; i < 20000; i++) {
+        snprintf(key, sizeof key, "w%07d", (i * 7919) % 20000);
+        kiwi_put(db, NULL, key, strlen(key), val, sizeof val, NULL);
+    }
+    CHECK(kiwi_flush(db, NULL) == KIWI_OK);
+    unsigned long long before = dir_sst_bytes(dir);
+    CHECK(l0_files(db) > 4);
+    CHECK(kiwi_compact_range(db, NULL, 0, NULL, 0, NULL) == KIWI_OK);
+    unsigned long long written = dbtest_stat(db, "compaction_bytes_written");
+    printf("  # compact_range: %llu bytes of L0 SSTables, %llu bytes written\n", before, written);
+    CHECK(written <= before + before / 10);
+    CHECK(l0_files(db) == 0);
+    char *lv = kiwi_property(db, "levels");
+    /* only the last level holds files */
+    CHECK(lv && strstr(lv, "{\"level\":1,\"files\":[]}") && strstr(lv, "{\"level\":2,\"files\":[]}"));
+    kiwi_free(lv);
+    int bad = 0;
+    for (int i = 0; i < 20000; i += 13) {
+        char *v = NULL;
+        size_t vl;
+        snprintf(key, sizeof key, "w%07d", i);
+        bad += kiwi_get(db, NULL, key, strlen(key), &v, &vl, NULL) != KIWI_OK || vl != sizeof val;
+        kiwi_free(v);
+    }
+    CHECK(bad == 0);
+    kiwi_close(db);
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_load_with_readers);
     RUN(test_pinned_iterator_and_snapshot);
     RUN(test_range_and_moves);
+    RUN(test_range_to_last_level_model);
+    RUN(test_range_writes_once);
     return ctest_summary();
 }
