@@ -1,22 +1,21 @@
 /*
- * batch.c: kiwi_batch (the public batch API) and its msgpack WAL payload, built with msgpack-c's
- * packer and decoded strictly with msgpack-c (kw_batch_iterate); plus the kw_mp_reader cursor
- * shared with version_edit.c. Format: batch.h and docs/internals/wal.md.
+ * batch.c: kiwi_batch (the public batch API) and its msgpack WAL payload, encoded and decoded by
+ * hand (kw_batch_iterate validates strictly); plus the kw_mp_reader cursor shared with
+ * version_edit.c. Format: batch.h and docs/internals/wal.md.
  */
 #include "batch.h"
 
 #include <inttypes.h>
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "wal.h"
 
-/* ---- strict msgpack reading ------------------------------------------------------------------ */
-
-/* The zone's first chunk: msgpack-c needs a zone, but scalars never allocate from it. */
-#define MP_ZONE_CHUNK 64
+/* ---- strict msgpack reading ------------------------------------------------------------------
+ * Hand-written: every read checks the type byte, then that the header and body fit in what is
+ * left, before it moves the cursor. Nothing is allocated; bin and str bodies are slices of the
+ * input. The forms accepted are msgpack's (batch.h); a failure leaves `off` where it was. */
 
 void kw_mp_reader_init(kw_mp_reader *r, kw_slice s)
 {
@@ -24,15 +23,11 @@ void kw_mp_reader_init(kw_mp_reader *r, kw_slice s)
     r->size = s.size;
     r->off = 0;
     r->err = NULL;
-    if (!msgpack_zone_init(&r->zone, MP_ZONE_CHUNK)) {
-        fprintf(stderr, "kiwi: out of memory allocating a msgpack zone\n");
-        abort();
-    }
 }
 
 void kw_mp_reader_destroy(kw_mp_reader *r)
 {
-    msgpack_zone_destroy(&r->zone);
+    (void)r; /* nothing is allocated; kept so callers need not know */
 }
 
 static bool mp_fail(kw_mp_reader *r, const char *err)
@@ -47,9 +42,9 @@ static uint8_t mp_byte(const kw_mp_reader *r, size_t at)
     return (uint8_t)r->data[at];
 }
 
-static uint32_t mp_be(const kw_mp_reader *r, size_t at, int width)
+static uint64_t mp_be(const kw_mp_reader *r, size_t at, int width)
 {
-    uint32_t v = 0;
+    uint64_t v = 0;
     for (int i = 0; i < width; i++)
         v = (v << 8) | mp_byte(r, at + (size_t)i);
     return v;
@@ -71,7 +66,7 @@ static bool mp_container(kw_mp_reader *r, uint8_t fix_base, uint8_t tag16, uint8
         head = b == tag16 ? 3 : 5;
         if (r->size - r->off < head)
             return mp_fail(r, "truncated");
-        *n = mp_be(r, r->off + 1, (int)head - 1);
+        *n = (uint32_t)mp_be(r, r->off + 1, (int)head - 1);
     } else {
         return mp_fail(r, what);
     }
@@ -91,57 +86,68 @@ bool kw_mp_read_map(kw_mp_reader *r, uint32_t *n)
     return mp_container(r, 0x80, 0xde, 0xdf, 2, "expected map", n);
 }
 
-static bool mp_is_container(uint8_t b)
+/* An unsigned integer: positive fixint, uint8..64, or int8..64 holding a value >= 0 (the same
+ * integer, only packed by a writer that chose a signed form). */
+bool kw_mp_read_uint(kw_mp_reader *r, uint64_t *v)
 {
-    return (b >= 0x80 && b <= 0x9f) || (b >= 0xdc && b <= 0xdf);
-}
-
-/* Decodes one scalar of type `want` with msgpack-c. */
-static bool mp_scalar(kw_mp_reader *r, msgpack_object_type want, const char *what,
-                      msgpack_object *out)
-{
-    *out = (msgpack_object){.type = MSGPACK_OBJECT_NIL};
     if (r->off >= r->size)
         return mp_fail(r, "truncated");
-    if (mp_is_container(mp_byte(r, r->off)))
-        return mp_fail(r, what);
-    size_t off = r->off;
-    msgpack_unpack_return ret = msgpack_unpack(r->data, r->size, &off, &r->zone, out);
-    if (ret == MSGPACK_UNPACK_CONTINUE)
+    uint8_t b = mp_byte(r, r->off);
+    if (b <= 0x7f) {
+        *v = b;
+        r->off++;
+        return true;
+    }
+    bool is_signed = b >= 0xd0 && b <= 0xd3;
+    if (!is_signed && !(b >= 0xcc && b <= 0xcf))
+        return mp_fail(r, b == 0xc1 ? "invalid msgpack" : "expected unsigned integer");
+    int width = 1 << (b - (is_signed ? 0xd0 : 0xcc));
+    if (r->size - r->off - 1 < (size_t)width)
         return mp_fail(r, "truncated");
-    if (ret != MSGPACK_UNPACK_SUCCESS && ret != MSGPACK_UNPACK_EXTRA_BYTES)
-        return mp_fail(r, "invalid msgpack");
-    if (out->type != want)
-        return mp_fail(r, what);
-    r->off = off;
+    uint64_t x = mp_be(r, r->off + 1, width);
+    if (is_signed && (x >> (8 * width - 1)) != 0)
+        return mp_fail(r, "expected unsigned integer"); /* negative */
+    *v = x;
+    r->off += 1 + (size_t)width;
     return true;
 }
 
-bool kw_mp_read_uint(kw_mp_reader *r, uint64_t *v)
+/* A bin (bin8/16/32) or, with str, a str (fixstr, str8/16/32); the body must fit. */
+static bool mp_bytes(kw_mp_reader *r, bool str, const char *what, kw_slice *s)
 {
-    msgpack_object o;
-    if (!mp_scalar(r, MSGPACK_OBJECT_POSITIVE_INTEGER, "expected unsigned integer", &o))
-        return false;
-    *v = o.via.u64;
+    if (r->off >= r->size)
+        return mp_fail(r, "truncated");
+    uint8_t b = mp_byte(r, r->off);
+    uint8_t base = str ? 0xd9 : 0xc4;
+    size_t head;
+    uint64_t n;
+    if (str && (b & 0xe0) == 0xa0) {
+        head = 1;
+        n = b & 0x1f;
+    } else if (b >= base && b <= base + 2) {
+        int width = 1 << (b - base);
+        head = 1 + (size_t)width;
+        if (r->size - r->off < head)
+            return mp_fail(r, "truncated");
+        n = mp_be(r, r->off + 1, width);
+    } else {
+        return mp_fail(r, b == 0xc1 ? "invalid msgpack" : what);
+    }
+    if (n > r->size - r->off - head)
+        return mp_fail(r, "truncated");
+    *s = kw_slice_make(r->data + r->off + head, (size_t)n);
+    r->off += head + (size_t)n;
     return true;
 }
 
 bool kw_mp_read_bin(kw_mp_reader *r, kw_slice *s)
 {
-    msgpack_object o;
-    if (!mp_scalar(r, MSGPACK_OBJECT_BIN, "expected bin", &o))
-        return false;
-    *s = kw_slice_make(o.via.bin.ptr, o.via.bin.size);
-    return true;
+    return mp_bytes(r, false, "expected bin", s);
 }
 
 bool kw_mp_read_str(kw_mp_reader *r, kw_slice *s)
 {
-    msgpack_object o;
-    if (!mp_scalar(r, MSGPACK_OBJECT_STR, "expected str", &o))
-        return false;
-    *s = kw_slice_make(o.via.str.ptr, o.via.str.size);
-    return true;
+    return mp_bytes(r, true, "expected str", s);
 }
 
 /* ---- building ---------------------------------------------------------------------------------- */
@@ -160,13 +166,6 @@ static uint64_t get_be(const char *src, int width)
     for (int i = 0; i < width; i++)
         v = (v << 8) | (uint8_t)src[i];
     return v;
-}
-
-/* The packer's sink: every msgpack-c write lands at the end of the batch's kw_buf. */
-static int buf_write(void *data, const char *buf, size_t len)
-{
-    kw_buf_append(data, buf, len);
-    return 0;
 }
 
 static void write_header(kiwi_batch *b)
@@ -235,19 +234,46 @@ static bool admit(kiwi_batch *b, size_t klen, size_t vlen)
     return false;
 }
 
+/* Writes a msgpack bin header at dst (bin8, bin16 or bin32: the smallest that holds n, as
+ * msgpack-c's packer chooses) and returns its size. */
+static size_t put_bin_header(char *dst, size_t n)
+{
+    if (n < 0x100) {
+        dst[0] = (char)0xc4;
+        dst[1] = (char)n;
+        return 2;
+    }
+    if (n < 0x10000) {
+        dst[0] = (char)0xc5;
+        put_be(dst + 1, n, 2);
+        return 3;
+    }
+    dst[0] = (char)0xc6;
+    put_be(dst + 1, n, 4);
+    return 5;
+}
+
+/* Appends [1, key, value] or [0, key]: a fixarray, a positive fixint and one or two bins,
+ * written in place after one reserve. */
 static void record(kiwi_batch *b, kw_value_type type, const char *key, size_t klen,
                    const char *val, size_t vlen)
 {
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &b->rep, buf_write);
-    msgpack_pack_array(&pk, type == KW_TYPE_VALUE ? 3 : 2);
-    msgpack_pack_uint8(&pk, (uint8_t)type); /* 0 or 1: a positive fixint */
-    msgpack_pack_bin(&pk, klen);
-    msgpack_pack_bin_body(&pk, key, klen);
-    if (type == KW_TYPE_VALUE) {
-        msgpack_pack_bin(&pk, vlen);
-        msgpack_pack_bin_body(&pk, val, vlen);
+    bool put = type == KW_TYPE_VALUE;
+    kw_buf_reserve(&b->rep, 2 + 5 + klen + (put ? 5 + vlen : 0));
+    char *p = b->rep.data + b->rep.len;
+    *p++ = (char)(put ? 0x93 : 0x92);
+    *p++ = (char)type; /* 0 or 1: a positive fixint */
+    p += put_bin_header(p, klen);
+    if (klen)
+        memcpy(p, key, klen);
+    p += klen;
+    if (put) {
+        p += put_bin_header(p, vlen);
+        if (vlen)
+            memcpy(p, val, vlen);
+        p += vlen;
     }
+    b->rep.len = (size_t)(p - b->rep.data);
     b->count++;
     b->user_bytes += klen + vlen;
     put_be(b->rep.data + 11, b->count, 4);
@@ -305,10 +331,6 @@ typedef struct {
     kw_slice value;
 } batch_op;
 
-/* Ops decoded during validation are kept for the callback pass when the batch is this small (the
- * common case), so most batches are decoded once; larger ones are decoded again. */
-#define BATCH_OP_CACHE 32
-
 /* "corruption: batch: op 3 at byte 40 of 52: expected bin" (op < 0: not inside an operation) */
 static kiwi_status batch_corrupt(const kw_mp_reader *r, int64_t op, char **errmsg)
 {
@@ -320,15 +342,51 @@ static kiwi_status batch_corrupt(const kw_mp_reader *r, int64_t op, char **errms
                     r->off, r->size, err);
 }
 
-/* Reads one operation: [1, key, value] or [0, key]. */
+/* The form kiwi_batch_put/delete write: 93 01 <bin key> <bin value> or 92 00 <bin key>, read
+ * without the general decoder's dispatch. False (r untouched) when the op at r->off is in any
+ * other form or does not fit; read_op then decides with the general rules. */
+static bool read_own_op(kw_mp_reader *r, batch_op *op)
+{
+    size_t off = r->off, left = r->size - off;
+    const uint8_t *p = (const uint8_t *)r->data + off;
+    if (left < 4 || p[2] != 0xc4)
+        return false;
+    bool put = p[0] == 0x93 && p[1] == 0x01;
+    if (!put && !(p[0] == 0x92 && p[1] == 0x00))
+        return false;
+    size_t klen = p[3];
+    if (klen > left - 4)
+        return false;
+    op->key = kw_slice_make(r->data + off + 4, klen);
+    size_t used = 4 + klen;
+    if (!put) {
+        op->type = KW_TYPE_DELETE;
+        op->value = kw_slice_make(op->key.data + klen, 0);
+        r->off = off + used;
+        return true;
+    }
+    kw_mp_reader v = {r->data, r->size, off + used, NULL};
+    if (!kw_mp_read_bin(&v, &op->value) || op->value.size > KIWI_MAX_VALUE_SIZE)
+        return false;
+    op->type = KW_TYPE_VALUE;
+    r->off = v.off;
+    return true;
+}
+
+/* Reads one operation: [1, key, value] or [0, key], in any msgpack form. */
 static bool read_op(kw_mp_reader *r, batch_op *op)
 {
+    if (read_own_op(r, op))
+        return true;
     uint32_t n;
     uint64_t code;
+    size_t start = r->off;
     if (!kw_mp_read_array(r, &n))
         return false;
-    if (n != 2 && n != 3)
+    if (n != 2 && n != 3) {
+        r->off = start;
         return mp_fail(r, "an operation must be a 2- or 3-element array");
+    }
     size_t at = r->off;
     if (!kw_mp_read_uint(r, &code))
         return false;
@@ -381,20 +439,17 @@ static bool read_head(kw_mp_reader *r, uint64_t *first_seq, uint32_t *count)
     return true;
 }
 
-/* Validates every operation, caching the first BATCH_OP_CACHE; *resume is where the rest start.
- * Returns -2 when valid, else the failing op index (-1: outside any op). */
-static int64_t validate(kw_mp_reader *r, uint64_t *seq, uint32_t *n, batch_op *cache,
-                        size_t *resume)
+/* Validates every operation; *ops_at is where the first one starts. Returns -2 when valid,
+ * else the failing op index (-1: outside any op). */
+static int64_t validate(kw_mp_reader *r, uint64_t *seq, uint32_t *n, size_t *ops_at)
 {
     if (!read_head(r, seq, n))
         return -1;
-    *resume = r->off;
+    *ops_at = r->off;
     for (uint32_t i = 0; i < *n; i++) {
         batch_op op;
-        if (!read_op(r, i < BATCH_OP_CACHE ? &cache[i] : &op))
+        if (!read_op(r, &op))
             return i;
-        if (i < BATCH_OP_CACHE)
-            *resume = r->off;
     }
     if (r->off != r->size) {
         r->err = "trailing bytes after the last operation";
@@ -410,25 +465,17 @@ kiwi_status kw_batch_iterate(kw_slice payload, kw_batch_op_fn fn, void *ctx, uin
     kw_mp_reader_init(&r, payload);
     uint64_t seq;
     uint32_t n;
-    batch_op cache[BATCH_OP_CACHE];
-    size_t resume;
-    int64_t bad = validate(&r, &seq, &n, cache, &resume);
-    if (bad != -2) {
-        kiwi_status st = batch_corrupt(&r, bad, errmsg);
-        kw_mp_reader_destroy(&r);
-        return st;
-    }
-    /* valid: now, and only now, hand out the operations */
-    r.off = resume;
+    size_t ops_at;
+    int64_t bad = validate(&r, &seq, &n, &ops_at);
+    if (bad != -2)
+        return batch_corrupt(&r, bad, errmsg);
+    /* valid: now, and only now, hand out the operations (a second pass over validated bytes) */
+    r.off = ops_at;
     for (uint32_t i = 0; i < n; i++) {
         batch_op op;
-        if (i < BATCH_OP_CACHE)
-            op = cache[i];
-        else
-            read_op(&r, &op); /* cannot fail: validated above */
+        read_op(&r, &op); /* cannot fail: validated above */
         fn(ctx, seq + i, op.type, op.key, op.value);
     }
-    kw_mp_reader_destroy(&r);
     if (first_seq)
         *first_seq = seq;
     if (count)

@@ -5,15 +5,17 @@
  *     [first_seq, [[op, key, value], [op, key], ...]]
  * op is 1 (put: [1, key, value]) or 0 (delete: [0, key]); key and value are msgpack bin.
  * The outer array header, first_seq (uint64, 0xcf) and the ops array header (array32, 0xdd) use
- * fixed-width forms so the sequence and count can be patched in place; ops are packed with
- * msgpack-c's packer. Decoding (kw_batch_iterate, used by recovery and by the write path) uses
- * msgpack-c's unpacker and rejects anything that is not exactly this shape with KIWI_CORRUPTION.
- * Operation i of a batch gets sequence first_seq + i.
+ * fixed-width forms so the sequence and count can be patched in place; each op is written in
+ * place as a fixarray, a positive fixint and bin8/16/32 (the forms msgpack-c's packer would
+ * choose). Decoding (kw_batch_iterate, used by recovery and by the write path) is hand-written:
+ * it reads any msgpack encoding of this shape (other writers may use compact forms), takes a
+ * short path for the forms written here, bounds-checks every length and rejects anything that is
+ * not exactly this shape with KIWI_CORRUPTION. Operation i of a batch gets sequence
+ * first_seq + i.
  */
 #ifndef KW_BATCH_H
 #define KW_BATCH_H
 
-#include <msgpack.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -59,25 +61,23 @@ kiwi_status kw_batch_iterate(kw_slice payload, kw_batch_op_fn fn, void *ctx, uin
                              uint32_t *count, char **errmsg);
 
 /* ---- strict msgpack reading (shared with version_edit.c) --------------------------------------
- * A cursor for decoders of kiwi's own msgpack records. Container headers (array, map) are read
- * here, with the rule that a declared element count can never exceed the bytes left: msgpack-c's
- * object unpacker allocates count * 24 bytes as soon as it sees a header, so a corrupt array32
- * header would otherwise cost gigabytes before the decoder notices the payload is short. Scalars
- * are decoded by msgpack-c (msgpack_unpack into the reader's zone, which scalars never draw on;
- * bin and str bodies come back as pointers into the input). msgpack_unpack_next is not used: it
- * creates and frees an 8 KiB zone per call, which tripled the cost of decoding a small batch.
- * On failure a kw_mp_read_* function returns false, sets err and leaves off at the start of the
- * offending object. Not thread-safe; one reader per decode. */
+ * A cursor for decoders of kiwi's own msgpack records, written by hand (no msgpack-c): every
+ * read checks the type byte and that the header and the body fit in the bytes left before it
+ * moves. Containers (array, map) return their element count, which may never exceed the bytes
+ * left (a corrupt array32 header cannot promise four billion elements in a short payload);
+ * integers are positive fixint, uint8..64 or int8..64 holding a value >= 0; bin and str bodies
+ * come back as slices of the input. Nothing is allocated. On failure a kw_mp_read_* function
+ * returns false, sets err (the first error is kept) and leaves off at the start of the offending
+ * object. One reader per decode. */
 typedef struct {
     const char *data;
     size_t size;
     size_t off;         /* next byte to read */
     const char *err;    /* what went wrong first ("truncated", "expected bin", ...), or NULL */
-    msgpack_zone zone;  /* handed to msgpack-c; stays empty since only scalars go through it */
 } kw_mp_reader;
 
 void kw_mp_reader_init(kw_mp_reader *r, kw_slice s);
-void kw_mp_reader_destroy(kw_mp_reader *r);
+void kw_mp_reader_destroy(kw_mp_reader *r); /* frees nothing today; pairs with init */
 bool kw_mp_read_array(kw_mp_reader *r, uint32_t *n);
 bool kw_mp_read_map(kw_mp_reader *r, uint32_t *n);
 bool kw_mp_read_uint(kw_mp_reader *r, uint64_t *v);
