@@ -99,7 +99,7 @@ run: all
 test: bootstrap-quiet
 	@rm -f build/test-results
 	@$(MAKE) --no-print-directory test-c test-asan test-tsan test-crash test-valgrind fuzz-regress \
-	  test-lua test-lua-asan
+	  test-lua test-lua-asan test-lua-tsan
 	@awk '{p+=$$1; f+=$$2} END {printf "total: %d passed, %d failed\n", p, f}' build/test-results
 
 test-c: $(addprefix $(REL)/test/,$(CTEST_NAMES))
@@ -150,11 +150,15 @@ test-lua-asan: $(ASAN_MODULE) all
 
 # The busted specs against a TSan build of the engine and binding (lua5.4, libuv and luv are not
 # instrumented: TSan sees their locks through its pthread interceptors, not their atomics).
+# A task's yield leaves the binding's C frames by longjmp (lua_yieldk), which TSan's shadow call
+# stack never sees return: it would grow by a few frames per yield until TSan aborts (~16k
+# yields). So the binding's memory accesses are instrumented but not its function entries and
+# exits (its frames are missing from reports; the engine's are all there).
 TSAN_MODULE := $(TSAN)/kiwi/core.so
 $(TSAN_MODULE): $(BINDING_SRC) $(wildcard core/binding/*.h) $(TSAN)/libkiwi.a
 	@mkdir -p $(TSAN)/kiwi
-	$(CC) $(BASE_CFLAGS) $(TSAN_FLAGS) $(LUA_CFLAGS) -shared $(BINDING_SRC) $(TSAN)/libkiwi.a \
-	  -llua5.4-luv $(LIBS) -o $@
+	$(CC) $(BASE_CFLAGS) $(TSAN_FLAGS) --param tsan-instrument-func-entry-exit=0 $(LUA_CFLAGS) \
+	  -shared $(BINDING_SRC) $(TSAN)/libkiwi.a -llua5.4-luv $(LIBS) -o $@
 
 test-lua-tsan: $(TSAN_MODULE) all
 	@LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/web/?.lua;;" \
