@@ -270,6 +270,67 @@ static void test_decodes_compact_forms_from_other_writers(void)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* Keys and values of every bin width: the sizes at which kiwi_batch_put switches from bin8 to
+ * bin16 to bin32 encode exactly as msgpack-c packs them, and decode (short path for a bin8 key,
+ * the general reader for longer keys) to the same bytes. */
+static void test_bin_widths_match_msgpack_c(void)
+{
+    static const size_t sizes[] = {0, 1, 255, 256, 65535, 65536};
+    char *buf = malloc(70000);
+    for (size_t i = 0; i < 70000; i++)
+        buf[i] = (char)(i * 7 + 1);
+    for (size_t ki = 0; ki < 5; ki++) { /* keys up to 65535 (KIWI_MAX_KEY_SIZE is 64 KiB) */
+        for (size_t vi = 0; vi < 6; vi++) {
+            size_t kl = sizes[ki], vl = sizes[vi];
+            kiwi_batch *b = kiwi_batch_create();
+            kiwi_batch_put(b, buf, kl, buf + 1, vl);
+            kiwi_batch_delete(b, buf + 2, kl);
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            msgpack_pack_array(&pk, 3);
+            msgpack_pack_uint8(&pk, 1);
+            msgpack_pack_bin_with_body(&pk, buf, kl);
+            msgpack_pack_bin_with_body(&pk, buf + 1, vl);
+            msgpack_pack_array(&pk, 2);
+            msgpack_pack_uint8(&pk, 0);
+            msgpack_pack_bin_with_body(&pk, buf + 2, kl);
+            kw_slice p = kw_batch_payload(b);
+            CHECK(p.size == KW_BATCH_HEADER_SIZE + sb.size &&
+                  memcmp(p.data + KW_BATCH_HEADER_SIZE, sb.data, sb.size) == 0);
+            recorder r;
+            char *err = NULL, **errp = &err;
+            CHECK_OK(iterate(p, &r, NULL, NULL, &err), errp);
+            CHECK(r.n == 2 && op_is(&r.ops[0], 0, KW_TYPE_VALUE, buf, kl, buf + 1, vl) &&
+                  op_is(&r.ops[1], 1, KW_TYPE_DELETE, buf + 2, kl, "", 0));
+            recorder_free(&r);
+            msgpack_sbuffer_destroy(&sb);
+            kiwi_batch_destroy(b);
+        }
+    }
+    free(buf);
+}
+
+/* The same operations in the longest forms msgpack allows (uint64 and int8 op codes, bin32 keys,
+ * array16 ops) decode exactly like kiwi's own forms. */
+static void test_long_forms_decode_like_short_ones(void)
+{
+    static const unsigned char p[] = {
+        0x92, 0xcf, 0, 0, 0, 0, 0, 0, 0, 0x21,       /* [33, */
+        0xdc, 0x00, 0x02,                            /*  array16 of 2 ops: */
+        0xdc, 0x00, 0x03, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1, /* [uint64 1, */
+        0xc6, 0, 0, 0, 2, 'k', '1',                  /*   bin32 "k1", */
+        0xc5, 0, 3, 'v', 'a', 'l',                   /*   bin16 "val"], */
+        0x92, 0xd0, 0x00, 0xc4, 2, 'k', '2'};        /*  [int8 0, bin8 "k2"]] */
+    recorder r;
+    char *err = NULL, **errp = &err;
+    CHECK_OK(iterate(kw_slice_make((const char *)p, sizeof p), &r, NULL, NULL, &err), errp);
+    CHECK(r.n == 2 && op_is(&r.ops[0], 33, KW_TYPE_VALUE, "k1", 2, "val", 3) &&
+          op_is(&r.ops[1], 34, KW_TYPE_DELETE, "k2", 2, "", 0));
+    recorder_free(&r);
+}
+
 /* ---- corruption ---- */
 
 /* Expects KIWI_CORRUPTION naming `needle`, with the callback never called. */
@@ -428,6 +489,8 @@ int main(void)
     RUN(test_oversized_ops_are_refused);
     RUN(test_payload_is_plain_msgpack);
     RUN(test_decodes_compact_forms_from_other_writers);
+    RUN(test_bin_widths_match_msgpack_c);
+    RUN(test_long_forms_decode_like_short_ones);
     RUN(test_truncated_at_every_offset);
     RUN(test_wrong_shapes_are_rejected);
     RUN(test_huge_declared_counts_are_rejected_cheaply);
