@@ -431,6 +431,23 @@ static ssize_t write_enospc(int fd, const void *buf, size_t n)
     return -1;
 }
 
+/* writev's twin of write_enospc: the first half of what was asked reaches the file. */
+static ssize_t writev_enospc(int fd, const struct iovec *iov, int cnt)
+{
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++)
+        total += iov[i].iov_len;
+    size_t half = total / 2;
+    for (int i = 0; i < cnt && half > 0; i++) {
+        size_t n = iov[i].iov_len < half ? iov[i].iov_len : half;
+        ssize_t r = write(fd, iov[i].iov_base, n);
+        (void)r;
+        half -= n;
+    }
+    errno = ENOSPC;
+    return -1;
+}
+
 static ssize_t writev_eio(int fd, const struct iovec *iov, int cnt)
 {
     errno = EIO;
@@ -446,6 +463,7 @@ static void test_failed_append_is_sticky(void)
     CHECK_OK(kw_wal_writer_create(path, &w, &err), errp);
     CHECK_OK(kw_wal_writer_add(w, kw_slice_make("first", 5), &err), errp);
     kw_syscalls.write = write_enospc;
+    kw_syscalls.writev = writev_enospc;
     kiwi_status st = kw_wal_writer_add(w, kw_slice_make("second record", 13), &err);
     kw_syscalls_reset();
     CHECK(st == KIWI_NO_SPACE);
