@@ -187,14 +187,22 @@ bool kw_skiplist_contains(const kw_skiplist *sl, kw_slice key)
 /*
  * Walks level `level` right from *prev (a node < key, or the head) and leaves *prev = last node
  * < key and *next = first node >= key (or NULL). Returns false if *next has a key equal to key.
+ * `bound` is a node already known to be > key (the splice's next one level up), or NULL: the
+ * walk stops there without comparing it again. The node after the current one is prefetched
+ * while the current one is compared: a random insert into a large list is bound by these
+ * cache misses.
  */
-static bool sl_find_splice(const kw_skiplist *sl, kw_slice key, int level, kw_sl_node **prev,
-                           kw_sl_node **next)
+static bool sl_find_splice_bounded(const kw_skiplist *sl, kw_slice key, int level,
+                                   kw_sl_node **prev, kw_sl_node **next, const kw_sl_node *bound)
 {
     kw_sl_node *x = *prev;
     for (;;) {
         kw_sl_node *n = sl_next(x, level);
-        int c = sl_cmp_node(sl, n, key);
+        int c = 1;
+        if (n != NULL && n != bound) {
+            __builtin_prefetch(sl_next(n, level));
+            c = sl_cmp_node(sl, n, key);
+        }
         if (c < 0) {
             x = n;
             continue;
@@ -203,6 +211,12 @@ static bool sl_find_splice(const kw_skiplist *sl, kw_slice key, int level, kw_sl
         *next = n;
         return c != 0;
     }
+}
+
+static bool sl_find_splice(const kw_skiplist *sl, kw_slice key, int level, kw_sl_node **prev,
+                           kw_sl_node **next)
+{
+    return sl_find_splice_bounded(sl, key, level, prev, next, NULL);
 }
 
 /* Raises max_height to at least h (CAS loop; it only grows (5)). Returns the new value. */
@@ -249,7 +263,8 @@ bool kw_skiplist_insert(kw_skiplist *sl, kw_sl_node *node)
     next[top] = NULL;
     for (int level = top - 1; level >= 0; level--) {
         prev[level] = prev[level + 1];
-        if (!sl_find_splice(sl, key, level, &prev[level], &next[level]))
+        /* next[level + 1] compared > key one level up (not equal: that returned already) */
+        if (!sl_find_splice_bounded(sl, key, level, &prev[level], &next[level], next[level + 1]))
             return false; /* an equal key is already linked at this level, hence at level 0 (2) */
     }
 
