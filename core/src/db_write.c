@@ -275,6 +275,29 @@ static void run_completions(kw_writer *completed)
     }
 }
 
+/* Commits group[0..n) (group[0] is the queue head): assigns the sequences, appends to the WAL
+ * and the memtable with mu released, then publishes the last sequence, or on failure sets the
+ * background error. REQUIRES: mu held; the group is at the head of the queue. */
+static kiwi_status commit_locked(kiwi_db *db, kw_writer **group, size_t n, bool sync, char **err)
+{
+    for (size_t i = 0; i < n; i++) {
+        kw_batch_set_sequence(group[i]->batch, db->last_seq + 1);
+        db->last_seq += group[i]->batch->count;
+    }
+    uint64_t last = db->last_seq;
+    kw_wal_writer *wal = db->wal;
+    kw_memtable *mem = db->mem;
+    atomic_fetch_add(&db->stats.write_groups, 1);
+    pthread_mutex_unlock(&db->mu);
+    kiwi_status st = commit_group(db, group, n, sync, wal, mem, err);
+    pthread_mutex_lock(&db->mu);
+    if (st == KIWI_OK)
+        atomic_store(&db->visible_seq, last);
+    else
+        kw_db_set_bg_error(db, st, *err);
+    return st;
+}
+
 /* Leads one group starting at `leader` (the queue head): makes room, commits the group, dequeues
  * it and finishes every member but the leader itself. Returns the group's status; *err gets its
  * message. REQUIRES: mu held; leader == db->writers_head. */
@@ -287,21 +310,7 @@ static kiwi_status lead_group(kiwi_db *db, kw_writer *leader, kw_writer **comple
     if (st == KIWI_OK && leader->batch != NULL) {
         bool gsync = false;
         n = pick_group(db, group, &gsync);
-        for (size_t i = 0; i < n; i++) {
-            kw_batch_set_sequence(group[i]->batch, db->last_seq + 1);
-            db->last_seq += group[i]->batch->count;
-        }
-        uint64_t last = db->last_seq;
-        kw_wal_writer *wal = db->wal;
-        kw_memtable *mem = db->mem;
-        atomic_fetch_add(&db->stats.write_groups, 1);
-        pthread_mutex_unlock(&db->mu);
-        st = commit_group(db, group, n, gsync, wal, mem, err);
-        pthread_mutex_lock(&db->mu);
-        if (st == KIWI_OK)
-            atomic_store(&db->visible_seq, last);
-        else
-            kw_db_set_bg_error(db, st, *err);
+        st = commit_locked(db, group, n, gsync, err);
     }
     for (size_t i = 0; i < n; i++) {
         db->writers_head = group[i]->next;
@@ -508,6 +517,57 @@ kiwi_status kiwi_write(kiwi_db *db, const kiwi_write_options *wo, kiwi_batch *ba
     st = db_write(db, default_sync(db, wo), batch, errmsg);
     if (st == KIWI_OK)
         atomic_fetch_add(&db->stats.batches, 1);
+    return st;
+}
+
+/* Whether a write can go in at once: nobody queued or leading, no background error, no 1 ms
+ * slowdown due, and room in the active memtable (so no rotation, which creates a file, and no
+ * stall). REQUIRES: mu. */
+static bool can_write_now(const kiwi_db *db)
+{
+    return db->writers_head == NULL && db->bg_status == KIWI_OK && !memtable_full(db) &&
+           db->vs->current->nfiles[0] < db->opts.l0_slowdown_writes_trigger;
+}
+
+kiwi_status kiwi_write_nowait(kiwi_db *db, const kiwi_write_options *wo, kiwi_batch *batch,
+                              char **errmsg)
+{
+    if (db == NULL || batch == NULL)
+        return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "db or batch is NULL");
+    kiwi_status st = kw_batch_check(batch, errmsg);
+    if (st != KIWI_OK || batch->count == 0)
+        return st;
+    if (default_sync(db, wo))
+        return KIWI_BUSY; /* an fdatasync is a wait */
+    pthread_mutex_lock(&db->mu);
+    if (db->closing) {
+        pthread_mutex_unlock(&db->mu);
+        return kw_error(errmsg, KIWI_CLOSED, "the db at %s is closed", db->path);
+    }
+    if (!can_write_now(db)) {
+        pthread_mutex_unlock(&db->mu);
+        return KIWI_BUSY;
+    }
+    /* Lead a group of one: at the head of the queue, writers arriving meanwhile wait behind
+     * this one exactly as behind any leader, and kiwi_close waits for it. */
+    kw_writer w;
+    memset(&w, 0, sizeof w);
+    w.batch = batch;
+    enqueue_writer(db, &w); // cppcheck-suppress autoVariables
+    kw_writer *group[1] = {&w};
+    char *err = NULL;
+    st = commit_locked(db, group, 1, false, &err);
+    db->writers_head = w.next;
+    wake_next_leader(db);
+    pthread_mutex_unlock(&db->mu);
+    if (st == KIWI_OK) /* counted as kiwi_write_async counts (the binding's other path) */
+        atomic_fetch_add(&db->stats.batches, batch->count > 1 ? 1 : 0);
+    if (st != KIWI_OK && errmsg) {
+        free(*errmsg);
+        *errmsg = err;
+        err = NULL;
+    }
+    free(err);
     return st;
 }
 

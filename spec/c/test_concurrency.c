@@ -18,6 +18,7 @@
 
 #include "ctest.h"
 #include "dbtest.h"
+#include "env.h" /* kw_syscalls: holding a leader inside its WAL write */
 #include "kiwi.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -36,11 +37,39 @@ static kiwi_db *g_db;
 static atomic_int g_acked[WRITERS];
 static atomic_bool g_done;
 static atomic_int g_errors;
+static bool g_nowait;                     /* writers try kiwi_write_nowait first */
+static atomic_int g_nowait_ok, g_nowait_busy;
 
 static void fail(const char *what)
 {
     fprintf(stderr, "concurrency failure: %s\n", what);
     atomic_fetch_add(&g_errors, 1);
+}
+
+/* kiwi_write, or with g_nowait kiwi_write_nowait first and kiwi_write when it is busy (what
+ * the Lua binding does). */
+static kiwi_status write_maybe_nowait(const kiwi_write_options *wo, kiwi_batch *b)
+{
+    if (g_nowait) {
+        kiwi_status st = kiwi_write_nowait(g_db, wo, b, NULL);
+        if (st != KIWI_BUSY) {
+            atomic_fetch_add(&g_nowait_ok, st == KIWI_OK);
+            return st;
+        }
+        atomic_fetch_add(&g_nowait_busy, 1);
+    }
+    return kiwi_write(g_db, wo, b, NULL);
+}
+
+static kiwi_status put_maybe_nowait(const kiwi_write_options *wo, const char *k, const char *v)
+{
+    if (!g_nowait)
+        return kiwi_put(g_db, wo, k, strlen(k), v, strlen(v), NULL);
+    kiwi_batch *b = kiwi_batch_create();
+    kiwi_batch_put(b, k, strlen(k), v, strlen(v));
+    kiwi_status st = write_maybe_nowait(wo, b);
+    kiwi_batch_destroy(b);
+    return st;
 }
 
 static void *writer(void *arg)
@@ -56,7 +85,7 @@ static void *writer(void *arg)
                 kiwi_batch_put(b, k, strlen(k), v, strlen(v));
             }
             kiwi_write_options wo = {false};
-            if (kiwi_write(g_db, &wo, b, NULL) != KIWI_OK)
+            if (write_maybe_nowait(&wo, b) != KIWI_OK)
                 fail("batch write");
             kiwi_batch_destroy(b);
             i += 3;
@@ -64,7 +93,7 @@ static void *writer(void *arg)
             snprintf(k, sizeof k, "w%d-%06d", t, i);
             snprintf(v, sizeof v, "v%d-%d", t, i);
             kiwi_write_options wo = {i % 50 == 0};
-            if (kiwi_put(g_db, &wo, k, strlen(k), v, strlen(v), NULL) != KIWI_OK)
+            if (put_maybe_nowait(&wo, k, v) != KIWI_OK)
                 fail("put");
             i++;
         }
@@ -162,9 +191,13 @@ static kiwi_db *open_dev(const char *dir)
     return db;
 }
 
-static void test_writers_readers_flush(void)
+static void run_writers_readers_flush(void)
 {
     char *dir = ctest_tmpdir("conc");
+    atomic_store(&g_done, false);
+    atomic_store(&g_errors, 0);
+    for (int t = 0; t < WRITERS; t++)
+        atomic_store(&g_acked[t], 0);
     g_db = open_dev(dir);
     CHECK(g_db != NULL);
     if (!g_db)
@@ -210,6 +243,27 @@ static void test_writers_readers_flush(void)
         kiwi_close(g_db);
     }
     ctest_rmtree(dir);
+}
+
+static void test_writers_readers_flush(void)
+{
+    g_nowait = false;
+    run_writers_readers_flush();
+}
+
+/* The same with every non-sync write tried through kiwi_write_nowait first: writes done inline
+ * by their own thread and writes led by group-commit leaders interleave, and readers and
+ * iterators still see every acknowledged write and only consistent snapshots (under TSan too). */
+static void test_writers_readers_flush_nowait(void)
+{
+    g_nowait = true;
+    atomic_store(&g_nowait_ok, 0);
+    atomic_store(&g_nowait_busy, 0);
+    run_writers_readers_flush();
+    printf("nowait: %d written inline, %d busy (then kiwi_write)\n", atomic_load(&g_nowait_ok),
+           atomic_load(&g_nowait_busy));
+    CHECK(atomic_load(&g_nowait_ok) > 0);
+    g_nowait = false;
 }
 
 typedef struct {
@@ -321,10 +375,194 @@ static void test_get_nowait(void)
     ctest_rmtree(dir);
 }
 
+/* ---- kiwi_write_nowait ---------------------------------------------------------------------- */
+
+static kiwi_status nowait_put(kiwi_db *db, bool sync, const char *k, const char *v)
+{
+    kiwi_batch *b = kiwi_batch_create();
+    kiwi_batch_put(b, k, strlen(k), v, strlen(v));
+    kiwi_write_options wo = {sync};
+    kiwi_status st = kiwi_write_nowait(db, &wo, b, NULL);
+    kiwi_batch_destroy(b);
+    return st;
+}
+
+static bool has(kiwi_db *db, const char *k, const char *want)
+{
+    char *v = NULL;
+    size_t vl = 0;
+    kiwi_status st = kiwi_get(db, NULL, k, strlen(k), &v, &vl, NULL);
+    bool ok = st == KIWI_OK && vl == strlen(want) && memcmp(v, want, vl) == 0;
+    kiwi_free(v);
+    return ok;
+}
+
+/* What it does when it can, what it refuses, and that a refusal leaves no trace. */
+static void test_write_nowait_contract(void)
+{
+    char *dir = ctest_tmpdir("wnowait");
+    kiwi_db *db = open_dev(dir); /* 300 entries per memtable */
+    if (!db) {
+        CHECK(db != NULL);
+        return;
+    }
+    unsigned long long groups = dbtest_stat(db, "write_groups");
+    CHECK(nowait_put(db, false, "a", "1") == KIWI_OK);
+    CHECK(has(db, "a", "1"));
+    CHECK_EQ_U64(dbtest_stat(db, "write_groups"), groups + 1);
+    CHECK_EQ_U64(dbtest_stat(db, "wal_syncs"), 0);
+    /* a sync write is always refused, and nothing of it is written */
+    CHECK(nowait_put(db, true, "b", "2") == KIWI_BUSY);
+    CHECK(!has(db, "b", "2"));
+    /* NULL options: the db's sync_writes default (false in dev mode) */
+    kiwi_batch *b = kiwi_batch_create();
+    kiwi_batch_put(b, "c", 1, "3", 1);
+    kiwi_batch_delete(b, "a", 1);
+    char *err = NULL;
+    CHECK(kiwi_write_nowait(db, NULL, b, &err) == KIWI_OK && err == NULL);
+    CHECK(has(db, "c", "3") && !has(db, "a", "1"));
+    /* an empty batch is done at once; an oversized key is refused as kiwi_write refuses it */
+    kiwi_batch_clear(b);
+    CHECK(kiwi_write_nowait(db, NULL, b, &err) == KIWI_OK);
+    char *big = calloc(1, KIWI_MAX_KEY_SIZE + 1);
+    kiwi_batch_put(b, big, KIWI_MAX_KEY_SIZE + 1, "v", 1);
+    CHECK(kiwi_write_nowait(db, NULL, b, &err) == KIWI_INVALID_ARGUMENT);
+    CHECK(err != NULL && strstr(err, "KIWI_MAX_KEY_SIZE") != NULL);
+    kiwi_free(err);
+    err = NULL;
+    free(big);
+    CHECK(kiwi_write_nowait(NULL, NULL, b, NULL) == KIWI_INVALID_ARGUMENT);
+    CHECK(kiwi_write_nowait(db, NULL, NULL, NULL) == KIWI_INVALID_ARGUMENT);
+    /* a full memtable needs a rotation (a new WAL file): busy until a kiwi_write rotates */
+    int written = 0;
+    char k[32];
+    for (int i = 0; i < 400; i++) {
+        snprintf(k, sizeof k, "m%04d", i);
+        if (nowait_put(db, false, k, k) != KIWI_OK)
+            break;
+        written++;
+    }
+    CHECK_EQ_U64(written, 300 - 3); /* "a", its tombstone and "c" are in it already */
+    snprintf(k, sizeof k, "m%04d", written);
+    CHECK(!has(db, k, k));
+    kiwi_batch_clear(b);
+    kiwi_batch_put(b, k, strlen(k), k, strlen(k));
+    CHECK(kiwi_write(db, NULL, b, NULL) == KIWI_OK); /* rotates */
+    CHECK(nowait_put(db, false, "after", "rotation") == KIWI_OK);
+    kiwi_batch_destroy(b);
+    CHECK(kiwi_close(db) == KIWI_OK);
+    /* every write it acknowledged is in the WAL: a reopen replays it */
+    db = open_dev(dir);
+    if (!db) {
+        CHECK(db != NULL);
+        return;
+    }
+    int missing = 0;
+    for (int i = 0; i <= written; i++) {
+        snprintf(k, sizeof k, "m%04d", i);
+        missing += !has(db, k, k);
+    }
+    CHECK(missing == 0 && has(db, "c", "3") && has(db, "after", "rotation") && !has(db, "b", "2"));
+    kiwi_close(db);
+    ctest_rmtree(dir);
+}
+
+/* A writer held inside its WAL writev (so it is the leader, at the head of the queue). */
+static atomic_bool g_hold_wal, g_held_wal;
+static ssize_t (*g_real_writev)(int, const struct iovec *, int);
+
+static bool is_log(int fd)
+{
+    char link[64], target[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    return n > 4 && memcmp(target + n - 4, ".log", 4) == 0;
+}
+
+static ssize_t holding_writev(int fd, const struct iovec *iov, int cnt)
+{
+    while (atomic_load(&g_hold_wal) && is_log(fd)) {
+        atomic_store(&g_held_wal, true);
+        usleep(1000);
+    }
+    return g_real_writev(fd, iov, cnt);
+}
+
+static void *held_put(void *db)
+{
+    kiwi_write_options wo = {false};
+    if (kiwi_put(db, &wo, "leader", 6, "1", 1, NULL) != KIWI_OK)
+        fail("held put");
+    return NULL;
+}
+
+static void test_write_nowait_busy_behind_a_leader(void)
+{
+    char *dir = ctest_tmpdir("wnowaitq");
+    /* the hook goes in before the db's threads exist and comes out after they are gone */
+    g_real_writev = kw_syscalls.writev;
+    kw_syscalls.writev = holding_writev;
+    atomic_store(&g_errors, 0);
+    kiwi_db *db = open_dev(dir);
+    if (!db) {
+        CHECK(db != NULL);
+        kw_syscalls_reset();
+        return;
+    }
+    atomic_store(&g_held_wal, false);
+    atomic_store(&g_hold_wal, true);
+    pthread_t t;
+    pthread_create(&t, NULL, held_put, db);
+    for (int i = 0; i < 5000 && !atomic_load(&g_held_wal); i++)
+        usleep(1000);
+    CHECK(atomic_load(&g_held_wal));
+    CHECK(nowait_put(db, false, "x", "1") == KIWI_BUSY); /* a leader is writing */
+    atomic_store(&g_hold_wal, false);
+    pthread_join(t, NULL);
+    CHECK(nowait_put(db, false, "x", "1") == KIWI_OK); /* the queue is empty again */
+    CHECK(has(db, "leader", "1") && has(db, "x", "1"));
+    CHECK(atomic_load(&g_errors) == 0);
+    kiwi_close(db);
+    kw_syscalls_reset();
+    ctest_rmtree(dir);
+}
+
+/* Past l0_slowdown_writes_trigger every write owes a 1 ms delay: nowait declines it. */
+static void test_write_nowait_busy_when_slowing_down(void)
+{
+    char *dir = ctest_tmpdir("wnowaitl0");
+    kiwi_options *o = kiwi_options_create("dev");
+    char *err = NULL;
+    CHECK(kiwi_options_set(o, "l0_compaction_threshold", "1000", &err) == KIWI_OK);
+    CHECK(kiwi_options_set(o, "l0_slowdown_writes_trigger", "2", &err) == KIWI_OK);
+    CHECK(kiwi_options_set(o, "l0_stop_writes_trigger", "1000", &err) == KIWI_OK);
+    kiwi_db *db = NULL;
+    CHECK(kiwi_open(dir, o, &db, &err) == KIWI_OK);
+    kiwi_options_destroy(o);
+    if (!db) {
+        fprintf(stderr, "open: %s\n", err ? err : "?");
+        kiwi_free(err);
+        return;
+    }
+    CHECK(nowait_put(db, false, "k1", "1") == KIWI_OK && kiwi_flush(db, NULL) == KIWI_OK);
+    CHECK(nowait_put(db, false, "k2", "2") == KIWI_OK && kiwi_flush(db, NULL) == KIWI_OK);
+    CHECK_EQ_U64(dbtest_stat(db, "slowdowns"), 0);
+    CHECK(nowait_put(db, false, "k3", "3") == KIWI_BUSY); /* two L0 files */
+    CHECK(kiwi_put(db, NULL, "k3", 2, "3", 1, NULL) == KIWI_OK); /* the slow path takes it */
+    CHECK(dbtest_stat(db, "slowdowns") >= 1);
+    CHECK(has(db, "k1", "1") && has(db, "k2", "2") && has(db, "k3", "3"));
+    kiwi_close(db);
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_writers_readers_flush);
+    RUN(test_writers_readers_flush_nowait);
     RUN(test_async_group_commit);
     RUN(test_get_nowait);
+    RUN(test_write_nowait_contract);
+    RUN(test_write_nowait_busy_behind_a_leader);
+    RUN(test_write_nowait_busy_when_slowing_down);
     return ctest_summary();
 }
