@@ -1,7 +1,8 @@
 /*
  * test_arena.c: the bump allocator: 8-byte alignment, big requests in their own blocks, memory
  * accounting, and 4 threads allocating at once, each filling its chunks with its own pattern and
- * then checking that no other thread's chunk overwrote it (no two allocations overlap).
+ * then checking that no other thread's chunk overwrote it (no two allocations overlap); past
+ * 4 MiB, 2 MiB huge-page blocks, alone and under the same concurrent load.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -160,6 +161,62 @@ static void test_concurrent_no_overlap(void)
     kw_arena_destroy(a);
 }
 
+/* Past 4 MiB an arena grows by 2 MiB blocks (huge pages): usage then grows in steps of exactly
+ * 2 MiB, every chunk stays usable and aligned, and chunks do not overlap. */
+static void test_huge_blocks(void)
+{
+    kw_arena *a = kw_arena_create(0);
+    const size_t huge = (size_t)2 << 20, chunk = 1000;
+    size_t at_threshold = 0, n = 0;
+    unsigned char **ptrs = malloc(13000 * sizeof *ptrs);
+    while (n < 13000) { /* ~12.4 MiB */
+        if (at_threshold == 0 && kw_arena_memory_usage(a) >= ((size_t)4 << 20))
+            at_threshold = kw_arena_memory_usage(a);
+        ptrs[n] = kw_arena_alloc(a, chunk);
+        CHECK(((uintptr_t)ptrs[n] & 7) == 0);
+        memset(ptrs[n], (int)(n & 0xFF), chunk);
+        n++;
+    }
+    size_t grown = kw_arena_memory_usage(a) - at_threshold;
+    CHECK(at_threshold > 0);
+    CHECK(grown > 0 && grown % huge == 0);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < chunk; j += 97)
+            bad += ptrs[i][j] != (unsigned char)(i & 0xFF);
+    CHECK_EQ_U64(bad, 0);
+    free(ptrs);
+    kw_arena_destroy(a);
+}
+
+/* The concurrent test again, on an arena already past the huge-block threshold. */
+static void test_concurrent_huge(void)
+{
+    kw_arena *a = kw_arena_create(0);
+    while (kw_arena_memory_usage(a) < ((size_t)5 << 20))
+        kw_arena_alloc(a, 4000);
+    static worker ws[THREADS];
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        ws[i].arena = a;
+        ws[i].id = i;
+        pthread_create(&t[i], NULL, alloc_worker, &ws[i]);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    int bad = 0;
+    for (int w = 0; w < THREADS; w++)
+        for (size_t i = 0; i < PER_THREAD; i++)
+            for (size_t j = 0; j < ws[w].sizes[i]; j++)
+                if (ws[w].ptrs[i][j] != pattern(w, i)) {
+                    bad++;
+                    break;
+                }
+    CHECK_EQ_U64(bad, 0);
+    CHECK_EQ_U64(count_overlaps(ws, THREADS), 0);
+    kw_arena_destroy(a);
+}
+
 int main(void)
 {
     RUN(test_alignment);
@@ -167,5 +224,7 @@ int main(void)
     RUN(test_big_allocations);
     RUN(test_contiguous_small);
     RUN(test_concurrent_no_overlap);
+    RUN(test_huge_blocks);
+    RUN(test_concurrent_huge);
     return ctest_summary();
 }
