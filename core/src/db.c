@@ -89,7 +89,9 @@ static kiwi_status replay_one_wal(kiwi_db *db, uint64_t number, replay_ctx *c, c
     kw_wal_read_stats rs;
     memset(&rs, 0, sizeof rs);
     c->path = path;
-    kiwi_status st = kw_wal_read(path, db->opts.wal_recovery, replay_record, c, &rs, errmsg);
+    /* a WAL may end in space preallocated for synced appends (db_write.c): read it so */
+    kiwi_status st =
+        kw_wal_read_preallocated(path, db->opts.wal_recovery, replay_record, c, &rs, errmsg);
     if (st == KIWI_OK && rs.torn_tail) {
         atomic_fetch_add(&db->stats.recovered_torn_bytes, rs.torn_bytes);
         kw_db_event(db, "warn", "wal_torn_tail",
@@ -104,8 +106,10 @@ static kiwi_status replay_one_wal(kiwi_db *db, uint64_t number, replay_ctx *c, c
                     rs.skipped_records, rs.skipped_bytes);
     }
     if (st == KIWI_OK)
-        kw_db_event(db, "info", "wal_replayed", "{\"file\":\"%s\",\"records\":%" PRIu64 "}",
-                    path, rs.records);
+        kw_db_event(db, "info", "wal_replayed",
+                    "{\"file\":\"%s\",\"records\":%" PRIu64 ",\"preallocated_bytes\":%" PRIu64
+                    "}",
+                    path, rs.records, rs.prealloc_bytes);
     free(path);
     return st;
 }

@@ -183,6 +183,8 @@ static kiwi_status commit_group(kiwi_db *db, kw_writer **group, size_t n, bool s
         parts[i] = kw_batch_payload(group[i]->batch);
         bytes += parts[i].size + KW_WAL_HEADER_SIZE;
     }
+    if (sync) /* inside the file's length, the fdatasync below commits no size change */
+        kw_wal_writer_reserve(wal, bytes);
     kiwi_status st = n == 1 ? kw_wal_writer_add(wal, parts[0], errmsg)
                             : kw_wal_writer_add_many(wal, parts, n, errmsg);
     kw_kill_point("wal.after_append");

@@ -35,7 +35,7 @@ static int sys_open(const char *path, int flags, mode_t mode)
         .open = sys_open, .close = close, .write = write, .pread = pread,                         \
         .fdatasync = fdatasync, .fsync = fsync, .rename = rename, .unlink = unlink,               \
         .ftruncate = ftruncate, .mmap = mmap, .writev = writev, .munmap = munmap,                 \
-        .fstat = fstat, .mkdir = mkdir,                                                           \
+        .fstat = fstat, .mkdir = mkdir, .fallocate = fallocate,                                   \
     }
 
 static const kw_syscall_table default_syscalls = KW_DEFAULT_SYSCALLS;
@@ -99,8 +99,18 @@ static kiwi_status write_all(int fd, const char *path, const void *data, size_t 
 struct kw_file {
     int fd;
     char *path;
-    uint64_t size; /* the file's size when opened plus every byte appended since */
+    uint64_t size;  /* the file's size when opened plus every byte appended since */
+    uint64_t alloc; /* the file's length: size, or more after kw_file_reserve */
+    bool append;    /* opened O_APPEND: writes go to the end, so never reserve */
 };
+
+/* Counts n appended bytes; the file's length follows once they pass what was reserved. */
+static void grew(kw_file *f, uint64_t n)
+{
+    f->size += n;
+    if (f->size > f->alloc)
+        f->alloc = f->size;
+}
 
 static kiwi_status file_open(const char *path, int flags, kw_file **out, char **errmsg)
 {
@@ -118,6 +128,8 @@ static kiwi_status file_open(const char *path, int flags, kw_file **out, char **
     f->fd = fd;
     f->path = kw_strdup(path);
     f->size = (uint64_t)st.st_size;
+    f->alloc = f->size;
+    f->append = (flags & O_APPEND) != 0;
     *out = f;
     return KIWI_OK;
 }
@@ -136,7 +148,7 @@ kiwi_status kw_file_append(kw_file *f, const void *data, size_t n, char **errmsg
 {
     kiwi_status st = write_all(f->fd, f->path, data, n, errmsg);
     if (st == KIWI_OK)
-        f->size += n;
+        grew(f, n);
     return st;
 }
 
@@ -170,7 +182,7 @@ static kiwi_status writev_all(kw_file *f, struct iovec *iov, int count, char **e
             want += iov[i].iov_len;
         if (r == 0 && want > 0)
             return io_error(errmsg, "write", f->path, EIO);
-        f->size += (uint64_t)r;
+        grew(f, (uint64_t)r);
         iov = iov_advance(iov, &count, (size_t)r);
     }
     return KIWI_OK;
@@ -210,6 +222,39 @@ uint64_t kw_file_size(const kw_file *f)
 const char *kw_file_path(const kw_file *f)
 {
     return f->path;
+}
+
+kiwi_status kw_file_reserve(kw_file *f, uint64_t end, char **errmsg)
+{
+    if (end <= f->alloc || f->append)
+        return KIWI_OK;
+    int r;
+    do {
+        r = kw_syscalls.fallocate(f->fd, 0, (off_t)f->alloc, (off_t)(end - f->alloc));
+    } while (r != 0 && errno == EINTR);
+    if (r != 0)
+        return io_error(errmsg, "fallocate", f->path, errno);
+    f->alloc = end;
+    return KIWI_OK;
+}
+
+uint64_t kw_file_allocated(const kw_file *f)
+{
+    return f->alloc;
+}
+
+kiwi_status kw_file_trim(kw_file *f, char **errmsg)
+{
+    if (f->alloc == f->size)
+        return KIWI_OK;
+    int r;
+    do {
+        r = kw_syscalls.ftruncate(f->fd, (off_t)f->size);
+    } while (r != 0 && errno == EINTR);
+    if (r != 0)
+        return io_error(errmsg, "ftruncate", f->path, errno);
+    f->alloc = f->size;
+    return KIWI_OK;
 }
 
 kiwi_status kw_file_close(kw_file *f, char **errmsg)

@@ -37,6 +37,7 @@ typedef struct {
     int (*munmap)(void *addr, size_t len);
     int (*fstat)(int fd, struct stat *st);
     int (*mkdir)(const char *path, mode_t mode);
+    int (*fallocate)(int fd, int mode, off_t off, off_t len); /* kw_file_reserve (mode 0) */
 } kw_syscall_table;
 extern kw_syscall_table kw_syscalls;
 /* Restores the libc defaults. */
@@ -55,6 +56,15 @@ kiwi_status kw_file_appendv(kw_file *f, const kw_slice *parts, size_t count, cha
 kiwi_status kw_file_sync(kw_file *f, char **errmsg); /* fdatasync */
 uint64_t kw_file_size(const kw_file *f);              /* bytes written so far (+ initial size) */
 const char *kw_file_path(const kw_file *f);
+/* Preallocation (the WAL): kw_file_reserve makes the file at least `end` bytes long with
+ * fallocate(2) mode 0 — blocks allocated, the file's length set, the new bytes reading as zeros —
+ * so appends up to `end` change no metadata an fdatasync must commit. Appends still go at
+ * kw_file_size, which does not move. A file opened with kw_file_open_append is never extended
+ * (its appends go to the end). kw_file_allocated is the file's length: kw_file_size or more.
+ * kw_file_trim gives back what was reserved and not written (ftruncate to kw_file_size). */
+kiwi_status kw_file_reserve(kw_file *f, uint64_t end, char **errmsg);
+uint64_t kw_file_allocated(const kw_file *f);
+kiwi_status kw_file_trim(kw_file *f, char **errmsg);
 /* Closes and frees f (always frees, even on error). */
 kiwi_status kw_file_close(kw_file *f, char **errmsg);
 

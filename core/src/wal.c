@@ -1,11 +1,13 @@
 /*
  * wal.c: the framed record log shared by the write-ahead log and the manifest: the writer (one
- * writev(2) per record or group, payloads written in place) and the reader with its torn-tail and corruption
- * rules. Format and rules: wal.h and docs/internals/wal.md.
+ * writev(2) per record or group, payloads written in place; space preallocated ahead of synced
+ * appends) and the reader with its torn-tail and corruption rules, plus the rules for the
+ * preallocated space of a WAL. Format and rules: wal.h and docs/internals/wal.md.
  */
 #include "wal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "coding.h"
 #include "crc32c.h"
@@ -18,7 +20,14 @@ struct kw_wal_writer {
     kw_slice *parts;    /* add_many's writev parts: header, payload, header, payload, ... */
     size_t parts_cap;
     kiwi_status failed; /* sticky: after a failed append the file may end in a partial record */
+    bool no_prealloc;   /* kw_wal_writer_reserve failed once: append without preallocating */
 };
+
+/* Preallocation steps: as large as the log so far, at least 64 KiB, at most 1 MiB. Each step is
+ * one size change (one journal commit at the next fdatasync), so a log of n bytes pays for about
+ * log2(1 MiB / 64 KiB) + n / 1 MiB of them instead of one per synced append. */
+#define PREALLOC_MIN (64u * 1024u)
+#define PREALLOC_MAX (1024u * 1024u)
 
 kiwi_status kw_wal_writer_create(const char *path, kw_wal_writer **out, char **errmsg)
 {
@@ -104,11 +113,33 @@ const char *kw_wal_writer_path(const kw_wal_writer *w)
     return kw_file_path(w->file);
 }
 
+void kw_wal_writer_reserve(kw_wal_writer *w, uint64_t bytes)
+{
+    if (w->no_prealloc || w->failed != KIWI_OK)
+        return;
+    uint64_t size = kw_file_size(w->file);
+    if (size + bytes <= kw_file_allocated(w->file))
+        return;
+    uint64_t step = size < PREALLOC_MIN ? PREALLOC_MIN : (size > PREALLOC_MAX ? PREALLOC_MAX : size);
+    /* Best effort: a file system without fallocate (EOPNOTSUPP), or a full one, leaves the log
+     * growing append by append as before; a real I/O error shows at the append or the sync. */
+    if (kw_file_reserve(w->file, size + bytes + step, NULL) != KIWI_OK)
+        w->no_prealloc = true;
+}
+
+uint64_t kw_wal_writer_allocated(const kw_wal_writer *w)
+{
+    return kw_file_allocated(w->file);
+}
+
 kiwi_status kw_wal_writer_close(kw_wal_writer *w, bool sync, char **errmsg)
 {
     if (w == NULL)
         return KIWI_OK;
-    kiwi_status st = sync ? kw_file_sync(w->file, errmsg) : KIWI_OK;
+    /* the preallocated tail goes first, so a sync makes the exact length durable too */
+    kiwi_status st = kw_file_trim(w->file, errmsg);
+    if (st == KIWI_OK && sync)
+        st = kw_file_sync(w->file, errmsg);
     kiwi_status cst = kw_file_close(w->file, st == KIWI_OK ? errmsg : NULL);
     kw_buf_free(&w->scratch);
     free(w->parts);
@@ -160,7 +191,60 @@ typedef struct {
     kw_wal_record_fn fn;
     void *ctx;
     kw_wal_read_stats *st;
+    bool prealloc;    /* the rules for preallocated space apply (kw_wal_read_preallocated) */
+    size_t zero_from; /* prealloc: where the run of zero bytes that ends the file starts */
 } wal_scan;
+
+/* ---- preallocated space (wal.h, rules a-d) ---- */
+
+#define ZERO_BLOCK 4096 /* the unit in which unwritten space reads back as zeros: a page, an
+                           ext4/xfs block; a preallocated extent is converted block by block */
+
+static bool all_zero(const char *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Where the run of zero bytes that ends data[0..size) starts (size if the last byte is not 0). */
+static size_t zero_tail_start(const char *data, size_t size)
+{
+    size_t z = size;
+    while (z >= 64 && all_zero(data + z - 64, 64))
+        z -= 64;
+    while (z > 0 && data[z - 1] == 0)
+        z--;
+    return z;
+}
+
+/* Whether a whole zero block (aligned in the file; the last one may be short) overlaps
+ * [from, to). */
+static bool touches_zero_block(const char *data, size_t size, size_t from, size_t to)
+{
+    for (size_t b = from / ZERO_BLOCK * ZERO_BLOCK; b < to && b < size; b += ZERO_BLOCK) {
+        size_t n = size - b < ZERO_BLOCK ? size - b : ZERO_BLOCK;
+        if (all_zero(data + b, n))
+            return true;
+    }
+    return false;
+}
+
+/* Whether the record at off, found not whole and good, is explained by space that was never
+ * written: a zero header (rule b); a bad checksum with only zeros after the record; or a whole
+ * zero block overlapping the record and the next header, or just the header when the length is
+ * bad (rule d). */
+static bool unwritten_at(const wal_scan *s, rec_kind kind, uint32_t len, size_t off)
+{
+    if (kind == REC_GOOD)
+        return len == 0; /* an empty record is eight zero bytes: no writer makes one */
+    size_t to = off + KW_WAL_HEADER_SIZE; /* a bad length says nothing of where the record ends */
+    if (kind == REC_BAD_CRC) {
+        size_t end = off + KW_WAL_HEADER_SIZE + len;
+        if (end >= s->zero_from)
+            return true;
+        to = end + KW_WAL_HEADER_SIZE;
+    }
+    return touches_zero_block(s->data, s->size, off, to < s->size ? to : s->size);
+}
 
 static void mark_torn(wal_scan *s)
 {
@@ -199,9 +283,13 @@ static kiwi_status scan(wal_scan *s, char **errmsg)
 {
     size_t off = 0;
     while (off < s->size) {
+        if (s->prealloc && off >= s->zero_from) { /* rule a: the rest was never written */
+            s->st->prealloc_bytes = s->size - off;
+            break;
+        }
         uint32_t len;
         rec_kind kind = classify(s->data, s->size, off, &len);
-        if (kind == REC_TORN) {
+        if (kind == REC_TORN || (s->prealloc && unwritten_at(s, kind, len, off))) {
             mark_torn(s);
             break;
         }
@@ -222,19 +310,22 @@ static kiwi_status scan(wal_scan *s, char **errmsg)
     return KIWI_OK;
 }
 
-kiwi_status kw_wal_read_buffer(const char *name, const char *data, size_t size,
-                               kw_wal_recovery_mode mode, kw_wal_record_fn fn, void *ctx,
-                               kw_wal_read_stats *stats, char **errmsg)
+static kiwi_status read_buffer(const char *name, const char *data, size_t size,
+                               kw_wal_recovery_mode mode, bool prealloc, kw_wal_record_fn fn,
+                               void *ctx, kw_wal_read_stats *stats, char **errmsg)
 {
     kw_wal_read_stats local = {0};
     kw_wal_read_stats *st = stats ? stats : &local;
     *st = (kw_wal_read_stats){0};
-    wal_scan s = {name, data, size, mode, fn, ctx, st};
+    wal_scan s = {name, data, size, mode, fn, ctx, st, prealloc, size};
+    if (prealloc)
+        s.zero_from = zero_tail_start(data, size);
     return scan(&s, errmsg);
 }
 
-kiwi_status kw_wal_read(const char *path, kw_wal_recovery_mode mode, kw_wal_record_fn fn,
-                        void *ctx, kw_wal_read_stats *stats, char **errmsg)
+static kiwi_status read_file(const char *path, kw_wal_recovery_mode mode, bool prealloc,
+                             kw_wal_record_fn fn, void *ctx, kw_wal_read_stats *stats,
+                             char **errmsg)
 {
     if (stats != NULL)
         *stats = (kw_wal_read_stats){0};
@@ -243,7 +334,34 @@ kiwi_status kw_wal_read(const char *path, kw_wal_recovery_mode mode, kw_wal_reco
     kiwi_status status = kw_read_file(path, &data, &size, errmsg);
     if (status != KIWI_OK)
         return status;
-    status = kw_wal_read_buffer(path, data, size, mode, fn, ctx, stats, errmsg);
+    status = read_buffer(path, data, size, mode, prealloc, fn, ctx, stats, errmsg);
     free(data);
     return status;
+}
+
+kiwi_status kw_wal_read_buffer(const char *name, const char *data, size_t size,
+                               kw_wal_recovery_mode mode, kw_wal_record_fn fn, void *ctx,
+                               kw_wal_read_stats *stats, char **errmsg)
+{
+    return read_buffer(name, data, size, mode, false, fn, ctx, stats, errmsg);
+}
+
+kiwi_status kw_wal_read(const char *path, kw_wal_recovery_mode mode, kw_wal_record_fn fn,
+                        void *ctx, kw_wal_read_stats *stats, char **errmsg)
+{
+    return read_file(path, mode, false, fn, ctx, stats, errmsg);
+}
+
+kiwi_status kw_wal_read_buffer_preallocated(const char *name, const char *data, size_t size,
+                                            kw_wal_recovery_mode mode, kw_wal_record_fn fn,
+                                            void *ctx, kw_wal_read_stats *stats, char **errmsg)
+{
+    return read_buffer(name, data, size, mode, true, fn, ctx, stats, errmsg);
+}
+
+kiwi_status kw_wal_read_preallocated(const char *path, kw_wal_recovery_mode mode,
+                                     kw_wal_record_fn fn, void *ctx, kw_wal_read_stats *stats,
+                                     char **errmsg)
+{
+    return read_file(path, mode, true, fn, ctx, stats, errmsg);
 }

@@ -40,7 +40,14 @@ kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, s
 kiwi_status kw_wal_writer_sync(kw_wal_writer *w, char **errmsg); /* fdatasync */
 uint64_t kw_wal_writer_size(const kw_wal_writer *w);
 const char *kw_wal_writer_path(const kw_wal_writer *w);
-/* Optionally syncs, then closes and frees (always frees). */
+/* Makes room for `bytes` more of appends inside the file's length, preallocating (fallocate)
+ * a step ahead when they would not fit, so the fdatasync after them commits no size change: the
+ * db calls it before a synced append. Best effort: where the file system cannot preallocate, the
+ * log grows append by append. A log written so must be read with kw_wal_read_preallocated. */
+void kw_wal_writer_reserve(kw_wal_writer *w, uint64_t bytes);
+uint64_t kw_wal_writer_allocated(const kw_wal_writer *w); /* the file's length (>= size) */
+/* Gives back preallocated space (ftruncate to the size), optionally syncs, then closes and
+ * frees (always frees). */
 kiwi_status kw_wal_writer_close(kw_wal_writer *w, bool sync, char **errmsg);
 
 typedef enum {
@@ -55,6 +62,7 @@ typedef struct {
     uint64_t torn_bytes;      /* bytes from good_bytes to EOF */
     uint64_t skipped_records; /* KW_WAL_SKIP_CORRUPT only */
     uint64_t skipped_bytes;
+    uint64_t prealloc_bytes;  /* kw_wal_read_preallocated: zeros after the end (not torn) */
 } kw_wal_read_stats;
 
 /* Called for each whole record, in file order; a non-OK return stops the read and is returned.
@@ -69,5 +77,29 @@ kiwi_status kw_wal_read(const char *path, kw_wal_recovery_mode mode, kw_wal_reco
 kiwi_status kw_wal_read_buffer(const char *name, const char *data, size_t size,
                                kw_wal_recovery_mode mode, kw_wal_record_fn fn, void *ctx,
                                kw_wal_read_stats *stats, char **errmsg);
+
+/* Reading a log whose writer preallocated space (kw_wal_writer_reserve: the db's WALs). After a
+ * crash such a file may hold, past its last record, zeros (space never written) and — after a
+ * machine crash only — zero blocks among the last writes, since blocks of unsynced appends may
+ * reach the disk in any order once the file's length already covers them. Every rule above
+ * holds, and at the first record that is not whole and good:
+ *   a. only zero bytes from there to EOF: the end of the log, not a torn tail; counted in
+ *      prealloc_bytes;
+ *   b. a zero header (length 0, CRC 0, which no writer produces) with data after it: space never
+ *      written, so nothing after it was ever synced (an fdatasync covers every earlier byte):
+ *      the log ends there as at a torn tail;
+ *   c. (as above) a record running past EOF, or with a bad CRC ending at EOF: a torn tail;
+ *   d. a bad CRC with only zeros after the record; or a bad record that a whole zero 4 KiB block
+ *      (aligned in the file) overlaps — the record and the next header, or only the header when
+ *      the length is bad: a write cut short, or a block never written: a torn tail;
+ *   otherwise (a bad record that no zeros explain) corruption as above. The price:
+ *   damage that zeroes a whole aligned 4 KiB block of a synced record, or a header, reads as
+ *   unwritten space and is cut as a torn tail (counted and logged) rather than reported. */
+kiwi_status kw_wal_read_preallocated(const char *path, kw_wal_recovery_mode mode,
+                                     kw_wal_record_fn fn, void *ctx, kw_wal_read_stats *stats,
+                                     char **errmsg);
+kiwi_status kw_wal_read_buffer_preallocated(const char *name, const char *data, size_t size,
+                                            kw_wal_recovery_mode mode, kw_wal_record_fn fn,
+                                            void *ctx, kw_wal_read_stats *stats, char **errmsg);
 
 #endif /* KW_WAL_H */

@@ -2,7 +2,8 @@
  * test_env.c: the file layer: appends (plain, vectored, short and interrupted writes), sync and
  * size, atomic replace, mmap of empty and non-empty files, whole-file reads, truncation,
  * directories and names, errors that name the path and operation, and fault injection through
- * the kw_syscalls table (ENOSPC -> KIWI_NO_SPACE, EIO on fsync), restored by kw_syscalls_reset.
+ * the kw_syscalls table (ENOSPC -> KIWI_NO_SPACE, EIO on fsync), restored by kw_syscalls_reset;
+ * preallocation (kw_file_reserve, kw_file_trim).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -442,6 +443,57 @@ static void test_paths_and_clock(void)
     CHECK(t1 >= t0 + 1500 && t1 < t0 + 2000000);
 }
 
+static int fallocate_enospc(int fd, int mode, off_t off, off_t len)
+{
+    errno = ENOSPC;
+    return -1;
+}
+
+/* kw_file_reserve sets the file's length without moving the append position; appends inside
+ * the reserved space keep the length; kw_file_trim cuts it back to what was written. */
+static void test_reserve_and_trim(void)
+{
+    char *dir = ctest_tmpdir("env");
+    char *path = kw_join_path(dir, "000009.log");
+    kw_file *f;
+    char *err = NULL, **errp = &err;
+    uint64_t len = 0;
+    CHECK_OK(kw_file_create(path, &f, &err), errp);
+    CHECK_OK(kw_file_append(f, "abc", 3, &err), errp);
+    CHECK_OK(kw_file_reserve(f, 8192, &err), errp);
+    CHECK_EQ_U64(kw_file_size(f), 3);
+    CHECK_EQ_U64(kw_file_allocated(f), 8192);
+    CHECK(kw_file_size_of(path, &len, NULL) == KIWI_OK && len == 8192);
+    CHECK_OK(kw_file_reserve(f, 100, &err), errp); /* already there: nothing to do */
+    CHECK_OK(kw_file_appendv(f, (kw_slice[]){{"de", 2}, {"f", 1}}, 2, &err), errp);
+    CHECK_OK(kw_file_sync(f, &err), errp);
+    CHECK(kw_file_size(f) == 6 && kw_file_allocated(f) == 8192);
+    char *data = NULL;
+    size_t n = 0;
+    CHECK_OK(kw_read_file(path, &data, &n, &err), errp);
+    CHECK(n == 8192 && memcmp(data, "abcdef", 6) == 0 && data[6] == 0 && data[8191] == 0);
+    free(data);
+    /* a failure is reported with the path and leaves the file as it was */
+    kw_syscalls.fallocate = fallocate_enospc;
+    CHECK(kw_file_reserve(f, 1 << 20, &err) == KIWI_NO_SPACE);
+    kw_syscalls_reset();
+    CHECK(err != NULL && strstr(err, "fallocate") != NULL && strstr(err, path) != NULL);
+    CHECK_EQ_U64(kw_file_allocated(f), 8192);
+    CHECK_OK(kw_file_trim(f, &err), errp);
+    CHECK(kw_file_allocated(f) == 6 && file_equals(path, "abcdef", 6));
+    CHECK_OK(kw_file_append(f, "g", 1, &err), errp); /* appends go on where they were */
+    CHECK_OK(kw_file_close(f, &err), errp);
+    CHECK(file_equals(path, "abcdefg", 7));
+    /* a file opened for appending at its end is never extended (its writes go to the end) */
+    CHECK_OK(kw_file_open_append(path, &f, &err), errp);
+    CHECK_OK(kw_file_reserve(f, 8192, &err), errp);
+    CHECK(kw_file_allocated(f) == 7 && kw_file_size_of(path, &len, NULL) == KIWI_OK && len == 7);
+    CHECK_OK(kw_file_close(f, &err), errp);
+    kiwi_free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_append_appendv_sync_size);
@@ -456,5 +508,6 @@ int main(void)
     RUN(test_errors_name_the_path);
     RUN(test_every_open_is_cloexec);
     RUN(test_paths_and_clock);
+    RUN(test_reserve_and_trim);
     return ctest_summary();
 }
