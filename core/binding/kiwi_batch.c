@@ -7,7 +7,7 @@
 
 static lkiwi_batch *tobatch(lua_State *L, int arg)
 {
-    return (lkiwi_batch *)luaL_checkudata(L, arg, LKIWI_BATCH);
+    return (lkiwi_batch *)lkiwi_toudata(L, arg, LKIWI_BATCH);
 }
 
 lkiwi_batch *lkiwi_checkbatch(lua_State *L, int arg)

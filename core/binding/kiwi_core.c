@@ -35,9 +35,12 @@ const char *lkiwi_optbytes(lua_State *L, int arg, size_t *len)
 
 bool lkiwi_opttable(lua_State *L, int arg)
 {
-    if (lua_isnoneornil(L, arg))
+    int t = lua_type(L, arg); /* one type test on the hot path (no options, or a table) */
+    if (t == LUA_TTABLE)
+        return true;
+    if (t == LUA_TNONE || t == LUA_TNIL)
         return false;
-    luaL_checktype(L, arg, LUA_TTABLE);
+    luaL_checktype(L, arg, LUA_TTABLE); /* raises the usual message */
     return true;
 }
 
@@ -55,6 +58,8 @@ int lkiwi_optboolfield(lua_State *L, int arg, const char *name)
 
 /* ---- results ---------------------------------------------------------------------------------- */
 
+#define LKIWI_PUSH_COPY_MAX 2048 /* values up to this size are pushed from a stack copy */
+
 /* Protected body of lkiwi_push_owned: (lightuserdata p, integer n) -- string */
 static int push_bytes(lua_State *L)
 {
@@ -69,6 +74,16 @@ static int push_bytes(lua_State *L)
 
 void lkiwi_push_owned(lua_State *L, char *p, size_t n)
 {
+    if (n <= LKIWI_PUSH_COPY_MAX) {
+        /* small (the common value): copy to the C stack and free first, so a memory error raised
+         * by the push leaks nothing, without the cost of a protected call */
+        char copy[LKIWI_PUSH_COPY_MAX];
+        if (n > 0)
+            memcpy(copy, p, n);
+        kiwi_free(p);
+        lua_pushlstring(L, copy, n);
+        return;
+    }
     lua_pushcfunction(L, push_bytes);
     lua_pushlightuserdata(L, p);
     lua_pushinteger(L, (lua_Integer)n);
@@ -122,13 +137,29 @@ void **lkiwi_newbox(lua_State *L, void (*fn)(void *))
 void lkiwi_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods)
 {
     luaL_newmetatable(L, name); /* sets __name */
-    luaL_setfuncs(L, meta, 0);
+    /* the registry keeps the metatable alive: its address stays its own (lkiwi_toudata) */
+    const void *mt = lua_topointer(L, -1);
+    lua_pushlightuserdata(L, (void *)mt);
+    luaL_setfuncs(L, meta, 1);
     if (methods != NULL) {
         lua_newtable(L);
-        luaL_setfuncs(L, methods, 0);
+        lua_pushlightuserdata(L, (void *)mt);
+        luaL_setfuncs(L, methods, 1);
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);
+}
+
+void *lkiwi_toudata(lua_State *L, int arg, const char *tname)
+{
+    void *p = lua_touserdata(L, arg);
+    if (p != NULL && lua_getmetatable(L, arg)) {
+        const void *mt = lua_topointer(L, -1);
+        lua_pop(L, 1);
+        if (mt == lua_touserdata(L, lua_upvalueindex(LKIWI_UP_META)))
+            return p;
+    }
+    return luaL_checkudata(L, arg, tname); /* another type, or no such upvalue: the slow test */
 }
 
 /* ---- module ----------------------------------------------------------------------------------- */

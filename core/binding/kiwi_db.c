@@ -15,7 +15,7 @@
 
 static lkiwi_db *todb(lua_State *L, int arg)
 {
-    return (lkiwi_db *)luaL_checkudata(L, arg, LKIWI_DB);
+    return (lkiwi_db *)lkiwi_toudata(L, arg, LKIWI_DB);
 }
 
 lkiwi_db *lkiwi_checkdb(lua_State *L, int arg)

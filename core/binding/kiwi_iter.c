@@ -40,7 +40,7 @@ static int bytes_cmp(const char *a, size_t alen, const char *b, size_t blen)
 
 static lkiwi_iter *toiter(lua_State *L, int arg)
 {
-    return (lkiwi_iter *)luaL_checkudata(L, arg, LKIWI_ITER);
+    return (lkiwi_iter *)lkiwi_toudata(L, arg, LKIWI_ITER);
 }
 
 static void destroy_engine_iter(lkiwi_iter *it)

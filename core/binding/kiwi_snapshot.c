@@ -8,7 +8,7 @@
 
 static lkiwi_snapshot *tosnap(lua_State *L, int arg)
 {
-    return (lkiwi_snapshot *)luaL_checkudata(L, arg, LKIWI_SNAPSHOT);
+    return (lkiwi_snapshot *)lkiwi_toudata(L, arg, LKIWI_SNAPSHOT);
 }
 
 lkiwi_snapshot *lkiwi_checksnapshot(lua_State *L, int arg)
