@@ -240,4 +240,49 @@ describe("kiwi tasks", function()
     assert.matches("closed", tostring(iter)) -- coroutine.close ran the for's closing value
     assert.is_true(db:close())
   end)
+  it("lets a finished task's coroutine go while its handle keeps the results", function()
+    local weak = setmetatable({}, { __mode = "k" })
+    local t
+    kiwi.run(function()
+      t = kiwi.spawn(function()
+        weak[coroutine.running()] = true
+        return "r1", "r2"
+      end)
+      kiwi.wait(t)
+    end)
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(next(weak), "the coroutine of a finished task is still alive")
+    assert.equal("done", t:status())
+    assert.same({ "r1", "r2" }, { t:result() })
+    assert.same({ "r1", "r2" }, { kiwi.wait(t) })
+  end)
+
+  it("starts no more ready tasks in one loop iteration once a millisecond went by", function()
+    -- three ready tasks of 3 ms each: a 1 ms timer ticks between them, not only after all three
+    local order = {}
+    kiwi.run(function()
+      local timer = uv.new_timer()
+      timer:start(1, 1, function()
+        if order[#order] ~= "timer" then
+          order[#order + 1] = "timer"
+        end
+      end)
+      local ts = {}
+      for i = 1, 3 do
+        ts[i] = kiwi.spawn(function()
+          local t0 = uv.hrtime()
+          while uv.hrtime() - t0 < 3e6 do end
+          order[#order + 1] = "task" .. i
+        end)
+      end
+      kiwi.wait(table.unpack(ts))
+      timer:close()
+    end)
+    local from = 1
+    while order[from] ~= "task1" do
+      from = from + 1
+    end
+    assert.same({ "task1", "timer", "task2", "timer", "task3" }, { table.unpack(order, from, from + 4) })
+  end)
 end)

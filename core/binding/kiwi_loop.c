@@ -38,6 +38,7 @@ static const char DISPATCH_KEY = 'd'; /* registry: the dispatcher function */
 static const char STATE_KEY = 's';    /* registry: the state box */
 
 #define DRAIN_MAX 512 /* completions delivered per async callback: the loop stays responsive */
+#define DRAIN_BUDGET_NS 1000000 /* ... and no new delivery starts after 1 ms in one callback */
 
 #define STATE_OF(h) ((lkiwi_state *)((char *)(h) - offsetof(lkiwi_state, async)))
 
@@ -192,6 +193,24 @@ static void complete(lkiwi_state *st, lkiwi_areq *a)
     areq_drop(L, a);
 }
 
+/* Puts the undelivered rest of a drained list back at the head of the queue (oldest first still)
+ * and asks for another callback. */
+static void requeue(lkiwi_state *st, lkiwi_areq *list)
+{
+    lkiwi_areq *last = list;
+    while (last->next != NULL)
+        last = last->next;
+    pthread_mutex_lock(&st->mu);
+    last->next = st->done_head;
+    if (st->done_head == NULL)
+        st->done_tail = last;
+    st->done_head = list;
+    lkiwi_state_wake(st);
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* Delivers queued completions: at most DRAIN_MAX, and none after DRAIN_BUDGET_NS; the rest wait
+ * for the next loop iteration, so timers and sockets get their turn in between. */
 static void async_cb(uv_async_t *h)
 {
     lkiwi_state *st = STATE_OF(h);
@@ -214,10 +233,15 @@ static void async_cb(uv_async_t *h)
     bool events = st->events_pending;
     st->events_pending = false;
     pthread_mutex_unlock(&st->mu);
+    uint64_t deadline = uv_hrtime() + DRAIN_BUDGET_NS;
     while (list != NULL) {
         lkiwi_areq *a = list;
         list = a->next;
         complete(st, a);
+        if (list != NULL && uv_hrtime() > deadline) {
+            requeue(st, list);
+            break;
+        }
     }
     if (events)
         lkiwi_events_deliver_all(st->L, st);
