@@ -15,8 +15,10 @@
 -- fillrandom, fillbatch (1000 puts per batch) and fillsync (`sync_num` random sync puts) start
 -- from an empty db; overwrite, readrandom (`num` random gets) and readseq (one db:scan over the
 -- db, ops = pairs) run on the db the previous ones left; after every writing workload db:flush()
--- runs outside the timed region. When the C figures are known (opts.c, or measured by running
--- the C bench with the same workloads and num), each row shows the Lua/C ratio.
+-- runs outside the timed region. Keys (and the random order of the random workloads) are made
+-- before the timed loops unless `keys = "format"` (see key_source). When the C figures are known
+-- (opts.c, or measured by running the C bench with the same workloads and num), each row shows
+-- the Lua/C ratio.
 -- @module kiwi.bench
 
 local kiwi = require("kiwi")
@@ -30,6 +32,7 @@ local FRESH = { fillseq = true, fillrandom = true, fillbatch = true, fillsync = 
 local WRITES = { fillseq = true, fillrandom = true, overwrite = true, fillbatch = true,
   fillsync = true }
 local MODES = { "blocking", "task", "tasks64" }
+local RANDOM = { fillrandom = true, overwrite = true, fillsync = true, readrandom = true }
 local BATCH = 1000
 
 local fmt = string.format
@@ -57,8 +60,34 @@ local function value_maker(size)
   end
 end
 
-local function key(i)
+local function format_key(i)
   return fmt("%016d", i)
+end
+
+-- Keys by index (0-based) and random keys by operation number (1-based). With `how` "table" (the
+-- default) both are made before the timed loops, so a loop pays one table index for its key, as
+-- the C bench pays a few dozen instructions (a digit loop, a xorshift step); with "format" each
+-- access runs string.format (and math.random) as a naive Lua loop would: ~2,000 instructions,
+-- a third of a put. The loops read `keys[i]` and `random_keys(n)[i]` either way.
+local function key_source(how, num)
+  if how == "format" then
+    local keys = setmetatable({}, { __index = function(_, i) return format_key(i) end })
+    local random = setmetatable({}, { __index = function()
+      return format_key(math.random(0, num - 1))
+    end })
+    return keys, function() return random end
+  end
+  local keys = {}
+  for i = 0, num - 1 do
+    keys[i] = format_key(i)
+  end
+  return keys, function(n)
+    local rnd, out = math.random, {}
+    for i = 1, n do
+      out[i] = keys[rnd(0, num - 1)]
+    end
+    return out
+  end
 end
 
 -- ---- one workload -----------------------------------------------------------------------------
@@ -92,21 +121,27 @@ local ops = {}
 
 function ops.fillseq(c, tasks)
   split(c.num, tasks, function(first, last, stride)
-    local put, db, wo, val = c.db.put, c.db, c.nosync, c.value
+    local put, db, wo, val, keys = c.db.put, c.db, c.nosync, c.value, c.keys
     for i = first, last, stride do
-      check(put(db, key(i - 1), val(i), wo))
+      local ok, msg = put(db, keys[i - 1], val(i), wo)
+      if not ok then
+        check(ok, msg)
+      end
     end
     return true
   end)
   return c.num
 end
 
-local function random_puts(c, tasks, n, wo)
+-- n puts of keys[1..n] (made by c.random_keys before the timer starts).
+local function random_puts(c, tasks, n, wo, keys)
   split(n, tasks, function(first, last, stride)
-    local put, db, val, num = c.db.put, c.db, c.value, c.num
-    local rnd = math.random
+    local put, db, val = c.db.put, c.db, c.value
     for i = first, last, stride do
-      check(put(db, key(rnd(0, num - 1)), val(i), wo))
+      local ok, msg = put(db, keys[i], val(i), wo)
+      if not ok then
+        check(ok, msg)
+      end
     end
     return true
   end)
@@ -114,23 +149,24 @@ local function random_puts(c, tasks, n, wo)
 end
 
 function ops.fillrandom(c, tasks)
-  return random_puts(c, tasks, c.num, c.nosync)
+  return random_puts(c, tasks, c.num, c.nosync, c.rk)
 end
 
 ops.overwrite = ops.fillrandom
 
 function ops.fillsync(c, tasks)
-  return random_puts(c, tasks, c.sync_num, c.sync)
+  return random_puts(c, tasks, c.sync_num, c.sync, c.rk)
 end
 
 function ops.fillbatch(c, tasks)
   local nbatches = (c.num + BATCH - 1) // BATCH
   split(nbatches, tasks, function(first, last, stride)
     local b = kiwi.batch()
+    local keys = c.keys
     for j = first, last, stride do
       b:clear()
       for i = (j - 1) * BATCH, math.min(j * BATCH, c.num) - 1 do
-        b:put(key(i), c.value(i))
+        b:put(keys[i], c.value(i))
       end
       check(c.db:write(b, c.nosync))
     end
@@ -142,10 +178,11 @@ end
 
 function ops.readrandom(c, tasks)
   local found = 0
+  local keys = c.rk
   split(c.num, tasks, function(first, last, stride)
-    local get, db, num, rnd = c.db.get, c.db, c.num, math.random
-    for _ = first, last, stride do
-      local v, msg = get(db, key(rnd(0, num - 1)))
+    local get, db = c.db.get, c.db
+    for i = first, last, stride do
+      local v, msg = get(db, keys[i])
       if v ~= nil then
         found = found + 1
       elseif msg ~= nil then
@@ -162,8 +199,8 @@ function ops.readseq(c, tasks)
   local n = 0
   split(tasks, tasks, function(first, _, _)
     -- task t scans keys [num*(t-1)/tasks, num*t/tasks): disjoint slices of the key range
-    local lo = tasks > 1 and key(c.num * (first - 1) // tasks) or nil
-    local hi = tasks > 1 and first < tasks and key(c.num * first // tasks) or nil
+    local lo = tasks > 1 and format_key(c.num * (first - 1) // tasks) or nil
+    local hi = tasks > 1 and first < tasks and format_key(c.num * first // tasks) or nil
     for _ in c.db:scan(lo, hi) do
       n = n + 1
     end
@@ -221,6 +258,7 @@ local function run_mode(c, mode)
       fresh_db(c)
     end
     c.note = nil
+    c.rk = RANDOM[w] and c.random_keys(w == "fillsync" and c.sync_num or c.num) -- untimed
     local t0 = uv.hrtime()
     local n = ops[w](c, tasks)
     local secs = (uv.hrtime() - t0) / 1e9
@@ -243,8 +281,9 @@ local function run_sync(c, tasks)
   fresh_db(c)
   local n = math.max(c.sync_num, 16 * tasks)
   local before = c.db:stats()
+  local keys = c.random_keys(n)
   local t0 = uv.hrtime()
-  random_puts(c, tasks, n, c.sync)
+  random_puts(c, tasks, n, c.sync, keys)
   local secs = (uv.hrtime() - t0) / 1e9
   local after = c.db:stats()
   local syncs = after.wal_syncs - before.wal_syncs
@@ -322,6 +361,59 @@ local function default_c_bench()
   end
 end
 
+--- The flags of `kiwi bench` (lua/kiwi/cli.lua adds them to the subcommand; M.run maps them).
+M.cli_flags = {
+  num = { arg = "N", int = true, doc = "keys and operations per workload (default 100000)" },
+  rounds = { arg = "R", int = true, doc = "interleaved rounds; figures are medians (default 1)" },
+  workloads = { arg = "LIST", doc = "comma-separated (default: all seven)" },
+  modes = { arg = "LIST", doc = "comma-separated: blocking,task,tasks64 (default: all)" },
+  ["sync-num"] = { arg = "N", int = true, doc = "sync puts in fillsync (default 2000)" },
+  ["sync-tasks"] = { arg = "LIST", doc = "task counts for the group-commit table, or none "
+    .. "(default 1,8,64,512)" },
+  ["value-size"] = { arg = "N", int = true, doc = "value bytes (default 100)" },
+  keys = { arg = "table|format", doc = "keys made before the timed loops, or formatted per "
+    .. "operation (default table)" },
+  ["c-bench"] = { arg = "PATH", doc = "the C bench to compare with, or none (default "
+    .. "build/release/kiwi_bench if present)" },
+}
+
+local function split_list(s, numbers)
+  if type(s) ~= "string" then
+    return s
+  end
+  local out = {}
+  for item in s:gmatch("[^,%s]+") do
+    if item ~= "none" then
+      out[#out + 1] = numbers and math.tointeger(tonumber(item)) or item
+    end
+  end
+  return out
+end
+
+-- Options as `kiwi bench` passes them (flag names with dashes, lists as text, files for out and
+-- err; --data and --config do not apply: the bench makes its own directory) to M.run's.
+local function from_cli(opts)
+  local o = {}
+  for k, v in pairs(opts) do
+    o[(k:gsub("-", "_"))] = v
+  end
+  o.workloads = split_list(o.workloads)
+  o.modes = split_list(o.modes)
+  o.sync_tasks = split_list(o.sync_tasks, true)
+  if o.c_bench == "none" then
+    o.c_bench = false
+  end
+  if io.type(o.out) == "file" then
+    local f = o.out
+    o.out = function(text)
+      f:write(text)
+      f:flush()
+    end
+  end
+  o.data, o.config, o.err, o.help = nil, nil, nil, nil
+  return o
+end
+
 --- Runs the benchmark.
 -- @tparam table opts
 --   `num` (100000): keys and ops per workload; `workloads` (fillseq, fillrandom, overwrite,
@@ -332,10 +424,11 @@ end
 --   kiwi_bench to run; default $KIWI_C_BENCH or build/release/kiwi_bench if present; false: none);
 --   `out` (function(text), default io.write); `seed` (42); `rounds` (1): the C bench and each
 --   way run this many times, interleaved (C, blocking, task, tasks64; C, blocking, ...), and
---   every figure is the median.
+--   every figure is the median; `keys` ("table": all keys made before the timed loops, as cheap
+--   per operation as the C bench's; "format": string.format per operation).
 -- @return { rows = {...}, sync = {...}, c = {...} | nil, num = n, ... }
 function M.run(opts)
-  opts = opts or {}
+  opts = from_cli(opts or {})
   local c = {
     num = opts.num or 100000,
     sync_num = opts.sync_num or 2000,
@@ -353,6 +446,10 @@ function M.run(opts)
   end
   math.randomseed(opts.seed or 42)
   c.value = value_maker(opts.value_size or 100)
+  if opts.keys ~= nil and opts.keys ~= "table" and opts.keys ~= "format" then
+    error("kiwi.bench: keys must be 'table' or 'format', not '" .. tostring(opts.keys) .. "'", 2)
+  end
+  c.keys, c.random_keys = key_source(opts.keys or "table", c.num)
   local base = opts.dir
   local own_dir = base == nil
   if own_dir then
