@@ -229,11 +229,62 @@ describe("kiwi async #async", function()
       assert.is_true(db:put("m150", "newer"))
       assert.is_false(yields(function() v = db:get("m150") end)) -- the memtable has it again
       assert.equal("newer", v)
-      assert.is_true(yields(function() v = db:put("w", "1", { sync = false }) end))
+      assert.is_false(yields(function() v = db:put("w", "1", { sync = false }) end)) -- inline
       assert.is_true(v)
+      assert.is_true(yields(function() v = db:put("w", "2", { sync = true }) end)) -- an fsync
+      assert.is_true(v)
+      assert.is_false(yields(function() v = db:delete("w") end)) -- sync_writes is false
+      assert.is_true(v)
+      local b = kiwi.batch():put("b1", "x"):put("b2", "y")
+      assert.is_false(yields(function() v = db:write(b) end))
+      assert.is_true(v)
+      assert.is_true(yields(function() v = db:write(b, { sync = true }) end))
+      assert.is_true(v)
+      assert.equal("y", db:get("b2"))
+      assert.is_nil(db:get("w"))
       local snap = db:snapshot()
       assert.is_false(yields(function() snap:sequence() end))
       snap:release()
+      assert.is_true(db:close())
+    end)
+  end)
+
+  it("queues a non-sync write behind the writes already waiting, in order", function()
+    local dir = helper.tmpdir()
+    helper.in_task(function()
+      local db = open(dir, { mode = "prod" })
+      local order, syncs = {}, {}
+      for i = 1, 20 do -- durable writes of one key: queued for the commit thread
+        syncs[i] = kiwi.spawn(function()
+          assert(db:put("k", "sync" .. i, { sync = true }))
+          order[#order + 1] = i
+        end)
+      end
+      kiwi.yield() -- they start and wait
+      -- behind queued writers it cannot go in inline: it queues (and yields) behind them
+      assert(db:put("k", "last", { sync = false }))
+      kiwi.wait(table.unpack(syncs))
+      assert.equal(20, #order)
+      assert.equal("last", db:get("k")) -- not overtaken by a queued durable write
+      assert.is_true(db:close())
+    end)
+  end)
+
+  it("refuses an oversized write in a task with the blocking message", function()
+    local dir = helper.tmpdir()
+    local big = string.rep("k", 70000)
+    local bdb = open(dir)
+    local blocking = { bdb:put(big, "v") }
+    assert.is_true(bdb:close())
+    assert.equal("invalid argument", blocking[3])
+    helper.in_task(function()
+      local db = open(dir .. "-t")
+      local got = { db:put(big, "v") }
+      assert.same(blocking, got)
+      local b = kiwi.batch():put(big, "v")
+      local w1 = { db:write(b) }
+      assert.is_nil(w1[1])
+      assert.equal("invalid argument", w1[3])
       assert.is_true(db:close())
     end)
   end)

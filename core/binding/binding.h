@@ -57,6 +57,8 @@ typedef struct {
     kiwi_db *db;       /* NULL: closed (or not open yet) */
     lkiwi_sink *sink;  /* engine events of this db; NULL until open starts. Freed by __gc only */
     lkiwi_state *st;   /* the loop state of the lua_State that made it */
+    kiwi_batch *scratch; /* a one-operation batch task writes reuse while they go in inline
+                          * (loop thread); NULL: none now. Freed by __gc */
     int working;       /* worker jobs on this db whose work has not finished (guarded by st->mu) */
     bool has_handler;  /* an on_event handler was given (user value 3) */
     bool opening;      /* a task's open job is in flight */
@@ -340,13 +342,15 @@ void lkiwi_db_after_call(lua_State *L, int dbidx, lkiwi_db *d);
 /* Pushes what db:close() returns for status st (the db userdata at idx names the path). */
 int lkiwi_db_push_close(lua_State *L, int idx, kiwi_status st);
 
-/* kiwi_dbtask.c: the db calls made from a task. Each copies or anchors what it needs, queues the
- * work and yields; a -1 return means "not queued, do it the blocking way" (the engine refused an
- * async write up front, so the blocking call fails at once with the engine's message). */
+/* kiwi_dbtask.c: the db calls made from a task. Each answers inline when the engine can do so
+ * without waiting (kiwi_get_nowait, kiwi_write_nowait), or copies or anchors what it needs,
+ * queues the work and yields; a -1 return means "not done, do it the blocking way" (the engine
+ * refused the write up front, so the blocking call fails at once with its own message). */
 int lkiwi_task_open(lua_State *L, lkiwi_db *d, int dbidx, const char *path, kiwi_options *opts);
 int lkiwi_task_close(lua_State *L, lkiwi_db *d, int dbidx);
 int lkiwi_task_get(lua_State *L, lkiwi_db *d, lkiwi_req *r); /* memory first, then a worker */
 int lkiwi_task_write_one(lua_State *L, lkiwi_db *d, const lkiwi_req *r); /* put / delete */
+#define LKIWI_SCRATCH_MAX (64u << 10) /* a write bigger than this does not keep the scratch batch */
 int lkiwi_task_write_batch(lua_State *L, lkiwi_db *d, const lkiwi_req *r, lkiwi_batch *b);
 int lkiwi_task_call(lua_State *L, lkiwi_db *d, const lkiwi_req *r); /* any other op: a worker */
 

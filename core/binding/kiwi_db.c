@@ -244,6 +244,10 @@ static int db_close_quietly(lua_State *L)
 static int db_gc(lua_State *L)
 {
     lkiwi_db *d = todb(L, 1);
+    if (d->scratch != NULL) { /* never in flight: a queued write owns its own batch */
+        kiwi_batch_destroy(d->scratch);
+        d->scratch = NULL;
+    }
     if (d->opening || d->closing) {
         lkiwi_db_wait_idle(d, 0);
         d->sink = NULL; /* an open job's handle is closed when its request is freed */

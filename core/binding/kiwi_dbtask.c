@@ -4,9 +4,10 @@
  *
  *   get            kiwi_get_nowait first (memtables; no thread hop); only when the answer needs an
  *                  SSTable read does a worker run kiwi_get
- *   put / delete   a one-operation batch queued with kiwi_write_async (sync or not: see
- *                  docs/internals/binding.md, "Why every task write is asynchronous")
- *   write          the user's batch, queued with kiwi_write_async; it must not change until the
+ *   put / delete   a one-operation batch (the db's reused scratch batch), kiwi_write_nowait first:
+ *                  a non-sync write with nothing to wait for is done inline, no thread hop; else
+ *                  (KIWI_BUSY) it is queued with kiwi_write_async and the task yields
+ *   write          the user's batch, the same way; while queued it must not change until the
  *                  write is delivered (b->writing)
  *   open / close   kiwi_open / kiwi_close on a worker; close first waits for the db's other jobs
  *   flush, compact_range, trace, property "sstable:<id>"   on a worker
@@ -88,20 +89,53 @@ int lkiwi_task_get(lua_State *L, lkiwi_db *d, lkiwi_req *r)
 
 /* ---- writes ----------------------------------------------------------------------------------- */
 
+/* kiwi_write_nowait's outcome st as the task's results: 1 (true) or 3 (nil, msg, code) pushed;
+ * -1 when it did nothing: KIWI_BUSY (queue the write), or a refusal (invalid argument, closed)
+ * whose message the blocking call gives in its own words, failing at once as well. */
+static int nowait_results(lua_State *L, kiwi_status st, char *errmsg)
+{
+    if (st == KIWI_OK) {
+        kiwi_free(errmsg);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (st == KIWI_BUSY || st == KIWI_INVALID_ARGUMENT || st == KIWI_CLOSED) {
+        kiwi_free(errmsg);
+        return -1;
+    }
+    return lkiwi_push_fail(L, st, errmsg); /* the write was tried and failed: kiwi_write's words */
+}
+
 int lkiwi_task_write_one(lua_State *L, lkiwi_db *d, const lkiwi_req *r)
 {
+    /* the one-operation batch: the db's scratch batch, reused while writes go in inline */
+    kiwi_batch *b = d->scratch != NULL ? d->scratch : kiwi_batch_create();
+    d->scratch = NULL;
+    kiwi_batch_clear(b);
+    if (r->op == LKIWI_REQ_PUT)
+        kiwi_batch_put(b, r->key, r->klen, r->val, r->vlen);
+    else
+        kiwi_batch_delete(b, r->key, r->klen);
+    char *errmsg = NULL;
+    kiwi_status st = kiwi_write_nowait(r->db, r->wopts, b, &errmsg);
+    if (st != KIWI_BUSY) {
+        /* keep it for the next write, unless a big value grew its buffer */
+        if (r->klen + r->vlen <= LKIWI_SCRATCH_MAX)
+            d->scratch = b;
+        else
+            kiwi_batch_destroy(b);
+        return nowait_results(L, st, errmsg);
+    }
+    /* it must wait (a sync write, writers queued, a slowdown or stall, a full memtable): the
+     * commit thread writes it and the task yields; the request owns the batch from here */
     lkiwi_areq *a = lkiwi_areq_new(L, d);
     a->r = *r;
     if (r->wopts != NULL)
         a->r.wopts = &a->r.wo_store;
     a->r.op = LKIWI_REQ_WRITE;
     a->r.key = a->r.val = NULL;
-    a->own_batch = kiwi_batch_create();
-    if (r->op == LKIWI_REQ_PUT)
-        kiwi_batch_put(a->own_batch, r->key, r->klen, r->val, r->vlen);
-    else
-        kiwi_batch_delete(a->own_batch, r->key, r->klen);
-    a->r.batch = a->own_batch;
+    a->own_batch = b;
+    a->r.batch = b;
     return lkiwi_submit_write(L, a);
 }
 
@@ -113,8 +147,10 @@ static int batch_finish(lua_State *L, lkiwi_areq *a)
 
 int lkiwi_task_write_batch(lua_State *L, lkiwi_db *d, const lkiwi_req *r, lkiwi_batch *b)
 {
-    if (kiwi_batch_count(b->batch) == 0)
-        return -1; /* nothing to wait for: the blocking call returns at once */
+    char *errmsg = NULL;
+    kiwi_status st = kiwi_write_nowait(r->db, r->wopts, b->batch, &errmsg);
+    if (st != KIWI_BUSY)
+        return nowait_results(L, st, errmsg); /* done inline, or refused: -1 */
     lkiwi_areq *a = lkiwi_areq_new(L, d);
     a->r = *r;
     if (r->wopts != NULL)
