@@ -145,7 +145,7 @@ kiwi_status kiwi_write_async(kiwi_db *, const kiwi_write_options *, kiwi_batch *
 /* Like kiwi_write, but only when the write can be done at once on the calling thread without
  * waiting: a non-sync write (per `wo`), no other writer queued or leading, no write slowdown or
  * stall due, and room in the active memtable. Then the batch is appended to the WAL (one
- * writev(2): in the OS on return, as DESIGN §4 asks of a non-sync write) and to the memtable, and
+ * system call: in the OS on return, as DESIGN §4 asks of a non-sync write) and to the memtable, and
  * the status is kiwi_write's. Otherwise it returns KIWI_BUSY (with no message) having done
  * nothing — call kiwi_write or kiwi_write_async then; a sync write always gets KIWI_BUSY. An
  * empty batch returns KIWI_OK; an operation over the size limits KIWI_INVALID_ARGUMENT, as with

@@ -1,7 +1,7 @@
 /*
  * wal.c: the framed record log shared by the write-ahead log and the manifest: the writer (one
- * writev(2) per record or group, payloads written in place; space preallocated ahead of synced
- * appends) and the reader with its torn-tail and corruption rules, plus the rules for the
+ * write(2) per small record, one writev(2) per large record or group with payloads written in
+ * place; space preallocated ahead of synced appends) and the reader with its torn-tail and corruption rules, plus the rules for the
  * preallocated space of a WAL. Format and rules: wal.h and docs/internals/wal.md.
  */
 #include "wal.h"
@@ -16,7 +16,7 @@
 
 struct kw_wal_writer {
     kw_file *file;
-    kw_buf scratch;     /* the headers of the records being appended */
+    kw_buf scratch;     /* a small record with its header (add), or a group's headers */
     kw_slice *parts;    /* add_many's writev parts: header, payload, header, payload, ... */
     size_t parts_cap;
     kiwi_status failed; /* sticky: after a failed append the file may end in a partial record */
@@ -66,11 +66,27 @@ static kiwi_status check_writable(const kw_wal_writer *w, const kw_slice *payloa
     return KIWI_OK;
 }
 
+/* Up to this size a record is copied behind its header and written with one write(2): cheaper
+ * than writev's two parts (measured: 1.9 against 2.1 us for a 116-byte record). Above it the
+ * copy costs more than the parts (a batch of 1000 puts is 120 KB), so writev. */
+#define COPY_MAX 4096
+
 kiwi_status kw_wal_writer_add(kw_wal_writer *w, kw_slice payload, char **errmsg)
 {
-    /* one writev(2) of [header, payload]: the payload is not copied (a batch of 1000 puts is
-     * 120 KB, and copying it cost as much as the system call) */
-    return kw_wal_writer_add_many(w, &payload, 1, errmsg);
+    if (payload.size > COPY_MAX)
+        return kw_wal_writer_add_many(w, &payload, 1, errmsg);
+    kiwi_status st = check_writable(w, &payload, 1, errmsg);
+    if (st != KIWI_OK)
+        return st;
+    kw_buf_clear(&w->scratch);
+    kw_buf_reserve(&w->scratch, KW_WAL_HEADER_SIZE + payload.size);
+    encode_header(w->scratch.data, payload);
+    w->scratch.len = KW_WAL_HEADER_SIZE;
+    kw_buf_append(&w->scratch, payload.data, payload.size);
+    st = kw_file_append(w->file, w->scratch.data, w->scratch.len, errmsg);
+    if (st != KIWI_OK)
+        w->failed = st;
+    return st;
 }
 
 kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, size_t count,

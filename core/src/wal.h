@@ -4,8 +4,8 @@
  *
  * Record framing (all little-endian):
  *     [u32 length of payload][u32 CRC32C of payload][payload: length bytes]
- * A record (or a group of records) is written with a single writev(2) (kw_file_appendv), so after
- * a process crash a record is either whole or a torn tail at the end of the file.
+ * A record (or a group of records) is written with a single write(2) or writev(2), so after a
+ * process crash a record is either whole or a torn tail at the end of the file.
  *
  * Reading: every whole record with a good CRC is handed to the callback in order. At the end of
  * the file, a record whose header or payload runs past EOF, or whose CRC fails and which ends
@@ -32,7 +32,8 @@ typedef struct kw_wal_writer kw_wal_writer;
 
 /* Creates a new log file (truncating any file of that name). */
 kiwi_status kw_wal_writer_create(const char *path, kw_wal_writer **out, char **errmsg);
-/* Appends one framed record with one writev(2) (header and payload; the payload is not copied). */
+/* Appends one framed record with one system call: write(2) of header and payload side by side
+ * when the payload is small (up to 4 KiB), else writev(2) of the two (the payload not copied). */
 kiwi_status kw_wal_writer_add(kw_wal_writer *w, kw_slice payload, char **errmsg);
 /* Appends several framed records with one writev(2) (group commit). */
 kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, size_t count,

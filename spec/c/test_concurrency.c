@@ -467,8 +467,9 @@ static void test_write_nowait_contract(void)
     ctest_rmtree(dir);
 }
 
-/* A writer held inside its WAL writev (so it is the leader, at the head of the queue). */
+/* A writer held inside its WAL write (so it is the leader, at the head of the queue). */
 static atomic_bool g_hold_wal, g_held_wal;
+static ssize_t (*g_real_write)(int, const void *, size_t);
 static ssize_t (*g_real_writev)(int, const struct iovec *, int);
 
 static bool is_log(int fd)
@@ -479,12 +480,23 @@ static bool is_log(int fd)
     return n > 4 && memcmp(target + n - 4, ".log", 4) == 0;
 }
 
-static ssize_t holding_writev(int fd, const struct iovec *iov, int cnt)
+static void hold_if_log(int fd)
 {
     while (atomic_load(&g_hold_wal) && is_log(fd)) {
         atomic_store(&g_held_wal, true);
         usleep(1000);
     }
+}
+
+static ssize_t holding_write(int fd, const void *buf, size_t n)
+{
+    hold_if_log(fd);
+    return g_real_write(fd, buf, n);
+}
+
+static ssize_t holding_writev(int fd, const struct iovec *iov, int cnt)
+{
+    hold_if_log(fd);
     return g_real_writev(fd, iov, cnt);
 }
 
@@ -500,7 +512,9 @@ static void test_write_nowait_busy_behind_a_leader(void)
 {
     char *dir = ctest_tmpdir("wnowaitq");
     /* the hook goes in before the db's threads exist and comes out after they are gone */
+    g_real_write = kw_syscalls.write;
     g_real_writev = kw_syscalls.writev;
+    kw_syscalls.write = holding_write;
     kw_syscalls.writev = holding_writev;
     atomic_store(&g_errors, 0);
     kiwi_db *db = open_dev(dir);
