@@ -33,6 +33,7 @@ local WRITES = { fillseq = true, fillrandom = true, overwrite = true, fillbatch 
   fillsync = true }
 local MODES = { "blocking", "task", "tasks64" }
 local RANDOM = { fillrandom = true, overwrite = true, fillsync = true, readrandom = true }
+local KEYED = { fillseq = true, fillbatch = true }
 local BATCH = 1000
 
 local fmt = string.format
@@ -64,27 +65,33 @@ local function format_key(i)
   return fmt("%016d", i)
 end
 
--- Keys by index (0-based) and random keys by operation number (1-based). With `how` "table" (the
--- default) both are made before the timed loops, so a loop pays one table index for its key, as
--- the C bench pays a few dozen instructions (a digit loop, a xorshift step); with "format" each
--- access runs string.format (and math.random) as a naive Lua loop would: ~2,000 instructions,
--- a third of a put. The loops read `keys[i]` and `random_keys(n)[i]` either way.
+-- Keys by index (0-based: `keys()`) and random keys by operation number (1-based:
+-- `random_keys(n)`). With `how` "table" (the default) both are made before the timed loop of the
+-- workload that uses them, so a loop pays one table index for its key, as the C bench pays a
+-- few dozen instructions (a digit loop, a xorshift step); with "format" each access runs
+-- string.format (and math.random) as a naive Lua loop would: ~2,000 instructions, a third of a
+-- put. The loops read `keys[i]` and `rk[i]` either way. The tables are dropped after their
+-- workload: 100,000 live key strings make the string table big enough to halve readseq's speed
+-- (each scanned key is interned: a cache miss into a 1 MiB bucket array).
 local function key_source(how, num)
   if how == "format" then
     local keys = setmetatable({}, { __index = function(_, i) return format_key(i) end })
     local random = setmetatable({}, { __index = function()
       return format_key(math.random(0, num - 1))
     end })
-    return keys, function() return random end
+    return function() return keys end, function() return random end
   end
-  local keys = {}
-  for i = 0, num - 1 do
-    keys[i] = format_key(i)
+  local function keys()
+    local t = {}
+    for i = 0, num - 1 do
+      t[i] = format_key(i)
+    end
+    return t
   end
   return keys, function(n)
     local rnd, out = math.random, {}
     for i = 1, n do
-      out[i] = keys[rnd(0, num - 1)]
+      out[i] = format_key(rnd(0, num - 1))
     end
     return out
   end
@@ -258,7 +265,13 @@ local function run_mode(c, mode)
       fresh_db(c)
     end
     c.note = nil
-    c.rk = RANDOM[w] and c.random_keys(w == "fillsync" and c.sync_num or c.num) -- untimed
+    -- untimed: no garbage left from the previous workload (each full collection also halves
+    -- the string table while it is mostly empty), then the keys this one uses
+    c.keys, c.rk = nil, nil
+    collectgarbage()
+    collectgarbage()
+    c.keys = KEYED[w] and c.key_table()
+    c.rk = RANDOM[w] and c.random_keys(w == "fillsync" and c.sync_num or c.num)
     local t0 = uv.hrtime()
     local n = ops[w](c, tasks)
     local secs = (uv.hrtime() - t0) / 1e9
@@ -267,6 +280,7 @@ local function run_mode(c, mode)
     end
     local row = { workload = w, mode = mode, ops = n, secs = secs, ops_per_s = n / secs,
       note = c.note }
+    c.keys, c.rk = nil, nil
     rows[#rows + 1] = row
     c.out(fmt("  %-9s %-10s %9d ops in %7.3f s: %10.0f ops/s%s\n", mode, w, n, secs, n / secs,
       row.note and ("  (" .. row.note .. ")") or ""))
@@ -449,7 +463,7 @@ function M.run(opts)
   if opts.keys ~= nil and opts.keys ~= "table" and opts.keys ~= "format" then
     error("kiwi.bench: keys must be 'table' or 'format', not '" .. tostring(opts.keys) .. "'", 2)
   end
-  c.keys, c.random_keys = key_source(opts.keys or "table", c.num)
+  c.key_table, c.random_keys = key_source(opts.keys or "table", c.num)
   local base = opts.dir
   local own_dir = base == nil
   if own_dir then
