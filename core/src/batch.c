@@ -174,6 +174,62 @@ static void write_header(kiwi_batch *b)
                                                     0, 0, 0, 0, (char)0xdd, 0, 0, 0, 0};
     kw_buf_clear(&b->rep);
     kw_buf_append(&b->rep, head, sizeof head);
+    b->seq = 0;
+    b->head_off = 0;
+}
+
+/* Puts the fixed-width head back after kw_batch_set_sequence compacted it (the ops after it are
+ * untouched), so the count and the sequence can be patched in place again. */
+static void restore_header(kiwi_batch *b)
+{
+    if (b->head_off == 0)
+        return;
+    char *p = b->rep.data;
+    p[0] = (char)0x92;
+    p[1] = (char)0xcf;
+    put_be(p + 2, b->seq, 8);
+    p[10] = (char)0xdd;
+    put_be(p + 11, b->count, 4);
+    b->head_off = 0;
+}
+
+/* The smallest msgpack forms of the head [first_seq, [ops...]] (as msgpack-c packs them): the
+ * array, the sequence as a fixint or uint8/16/32/64, the ops array as a fixarray, array16 or
+ * array32. Returns its size (3..15). */
+static size_t compact_header(char *out, uint64_t seq, uint32_t count)
+{
+    size_t n = 0;
+    out[n++] = (char)0x92;
+    if (seq < 0x80) {
+        out[n++] = (char)seq;
+    } else if (seq < 0x100) {
+        out[n++] = (char)0xcc;
+        out[n++] = (char)seq;
+    } else if (seq < 0x10000) {
+        out[n++] = (char)0xcd;
+        put_be(out + n, seq, 2);
+        n += 2;
+    } else if (seq < 0x100000000ull) {
+        out[n++] = (char)0xce;
+        put_be(out + n, seq, 4);
+        n += 4;
+    } else {
+        out[n++] = (char)0xcf;
+        put_be(out + n, seq, 8);
+        n += 8;
+    }
+    if (count < 16) {
+        out[n++] = (char)(0x90 | count);
+    } else if (count < 0x10000) {
+        out[n++] = (char)0xdc;
+        put_be(out + n, count, 2);
+        n += 2;
+    } else {
+        out[n++] = (char)0xdd;
+        put_be(out + n, count, 4);
+        n += 4;
+    }
+    return n;
 }
 
 void kw_batch_init(kiwi_batch *b)
@@ -194,17 +250,21 @@ void kw_batch_free(kiwi_batch *b)
 
 void kw_batch_set_sequence(kiwi_batch *b, uint64_t first_seq)
 {
-    put_be(b->rep.data + 2, first_seq, 8);
+    char head[KW_BATCH_HEADER_SIZE];
+    size_t n = compact_header(head, first_seq, b->count);
+    b->seq = first_seq;
+    b->head_off = (uint32_t)(KW_BATCH_HEADER_SIZE - n);
+    memcpy(b->rep.data + b->head_off, head, n);
 }
 
 uint64_t kw_batch_sequence(const kiwi_batch *b)
 {
-    return get_be(b->rep.data + 2, 8);
+    return b->head_off ? b->seq : get_be(b->rep.data + 2, 8);
 }
 
 kw_slice kw_batch_payload(const kiwi_batch *b)
 {
-    return kw_slice_make(b->rep.data, b->rep.len);
+    return kw_slice_make(b->rep.data + b->head_off, b->rep.len - b->head_off);
 }
 
 kiwi_status kw_batch_check(const kiwi_batch *b, char **errmsg)
@@ -259,6 +319,7 @@ static void record(kiwi_batch *b, kw_value_type type, const char *key, size_t kl
                    const char *val, size_t vlen)
 {
     bool put = type == KW_TYPE_VALUE;
+    restore_header(b);
     kw_buf_reserve(&b->rep, 2 + 5 + klen + (put ? 5 + vlen : 0));
     char *p = b->rep.data + b->rep.len;
     *p++ = (char)(put ? 0x93 : 0x92);

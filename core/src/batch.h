@@ -27,8 +27,13 @@
 #define KW_BATCH_HEADER_SIZE 15
 
 struct kiwi_batch {
-    kw_buf rep;        /* the msgpack payload, always a valid encoding */
+    kw_buf rep;        /* the msgpack payload, always a valid encoding (from head_off on) */
     uint32_t count;    /* operations recorded */
+    uint64_t seq;      /* first sequence, as last set */
+    /* 0 while rep starts with the fixed-width head; after kw_batch_set_sequence, the offset of
+     * the compact head written right-aligned before the ops (the WAL record is 8 bytes shorter
+     * for a one-op batch). The next put/delete/clear restores the fixed head. */
+    uint32_t head_off;
     uint64_t user_bytes; /* sum of key and value sizes */
     /* kiwi_batch_put/delete cannot fail, so an operation whose key or value exceeds
      * KIWI_MAX_KEY_SIZE / KIWI_MAX_VALUE_SIZE is not recorded but counted here; kw_batch_check

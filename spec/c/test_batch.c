@@ -212,8 +212,9 @@ static void test_payload_is_plain_msgpack(void)
     kiwi_batch_delete(b, "d\0", 2);
     kw_batch_set_sequence(b, 0x0102030405ULL);
     kw_slice p = kw_batch_payload(b);
+    /* the compact head set_sequence writes: uint64 (the sequence needs it), fixarray of 2 */
     static const unsigned char head[] = {0x92, 0xcf, 0, 0, 0, 0x01, 0x02, 0x03, 0x04, 0x05,
-                                         0xdd, 0,    0, 0, 2};
+                                         0x92};
     CHECK(p.size >= sizeof head && memcmp(p.data, head, sizeof head) == 0);
     /* ops exactly: 93 01 c4 01 'k' c4 03 "val" | 92 00 c4 02 'd' 00 */
     static const unsigned char ops[] = {0x93, 0x01, 0xc4, 0x01, 'k', 0xc4, 0x03, 'v', 'a', 'l',
@@ -367,9 +368,9 @@ static size_t sample(char *out)
     kiwi_batch *b = kiwi_batch_create();
     kiwi_batch_put(b, "k", 1, "v", 1);
     kiwi_batch_delete(b, "d", 1);
-    kw_batch_set_sequence(b, 9);
-    kw_slice p = kw_batch_payload(b);
+    kw_slice p = kw_batch_payload(b); /* no set_sequence: the fixed-width head */
     memcpy(out, p.data, p.size);
+    out[9] = 9; /* first_seq 9 */
     size_t n = p.size;
     kiwi_batch_destroy(b);
     return n; /* 15-byte head, put at 15..22, delete at 23..27 */
@@ -479,6 +480,51 @@ static void test_sequence_overflow_is_rejected(void)
     recorder_free(&r);
 }
 
+/* kw_batch_set_sequence writes the smallest head for the sequence and count (a one-put batch's
+ * WAL record is 8 bytes shorter); a put after it puts the fixed head back, and the payload always
+ * decodes to the same operations and sequences. */
+static void test_compact_head(void)
+{
+    static const struct {
+        uint64_t seq;
+        unsigned ops;
+        size_t head;
+    } cases[] = {
+        {5, 1, 3},           {127, 15, 3},           {128, 16, 6},
+        {300, 1, 5},         {70000, 1, 7},          {0x100000000ull, 1, 11},
+        {1, 65536, 7},       {KW_MAX_SEQ - 70000, 65536, 15},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        kiwi_batch *b = kiwi_batch_create();
+        for (unsigned i = 0; i < cases[c].ops; i++)
+            kiwi_batch_put(b, "k", 1, "v", 1);
+        size_t fixed = kw_batch_payload(b).size;
+        kw_batch_set_sequence(b, cases[c].seq);
+        kw_slice p = kw_batch_payload(b);
+        CHECK_EQ_U64(fixed - p.size, KW_BATCH_HEADER_SIZE - cases[c].head);
+        CHECK_EQ_U64(kw_batch_sequence(b), cases[c].seq);
+        recorder r;
+        char *err = NULL, **errp = &err;
+        uint64_t first = 0;
+        CHECK_OK(iterate(p, &r, &first, NULL, &err), errp);
+        CHECK_EQ_U64(first, cases[c].seq);
+        CHECK_EQ_U64(r.calls, cases[c].ops);
+        recorder_free(&r);
+        /* one more op: fixed head again, then a new sequence compacts it again */
+        kiwi_batch_delete(b, "d", 1);
+        CHECK_EQ_U64(kw_batch_payload(b).size, fixed + 5); /* 92 00 c4 01 'd' */
+        CHECK_EQ_U64(kw_batch_sequence(b), cases[c].seq);
+        kw_batch_set_sequence(b, 7);
+        CHECK_OK(iterate(kw_batch_payload(b), &r, &first, NULL, &err), errp);
+        CHECK_EQ_U64(first, 7);
+        CHECK_EQ_U64(r.calls, cases[c].ops + 1);
+        if (r.calls <= 256)
+            CHECK_EQ_U64(r.ops[r.n - 1].seq, 7 + cases[c].ops);
+        recorder_free(&r);
+        kiwi_batch_destroy(b);
+    }
+}
+
 int main(void)
 {
     RUN(test_put_delete_clear_count);
@@ -496,5 +542,6 @@ int main(void)
     RUN(test_huge_declared_counts_are_rejected_cheaply);
     RUN(test_sizes_over_the_limits_are_corruption);
     RUN(test_sequence_overflow_is_rejected);
+    RUN(test_compact_head);
     return ctest_summary();
 }
