@@ -132,8 +132,9 @@ describe("kiwi async #async", function()
     -- Gaps on a loaded 2-core machine are mostly the scheduler's (engine threads, and whatever
     -- else runs, compete with the loop thread for two cores): up to 3 attempts, each next to a
     -- baseline. The bound is what separates "never blocked" from "blocked": an implementation
-    -- that waited for the WAL on the loop thread would stall for seconds (10,000 fsyncs). The
-    -- measured quiet figures (13-35 ms) are recorded in the issue notes, not asserted here.
+    -- that waited for the WAL on the loop thread would stall for seconds (10,000 fsyncs). What
+    -- the loop does in a gap, and the measured figures, are in docs/internals/binding.md ("The
+    -- loop under load"), not asserted here.
     local report = {}
     local passed = false
     for _ = 1, 3 do
