@@ -7,16 +7,22 @@
  * iterator's sequence) of a key decides: a value is shown, a tombstone hides the key; older
  * versions are skipped. Backward, versions of a key arrive oldest first, so the iterator keeps
  * the last visible version it saw and decides when it crosses into the previous user key.
+ * Children of the merge: the active memtable, each immutable memtable, each L0 file (they
+ * overlap), then one level iterator (level_iter.h) per non-empty level L1+ (sorted runs).
  * Direction invariants (as LevelDB's DBIter):
  *   FORWARD: the merging iterator stands on the entry that produced the current key.
  *   REVERSE: it stands just before every entry of the current key.
- * The current key and value are always copies (kw_buf), valid until the iterator moves.
+ * What the user sees (cur_key, cur_value): FORWARD, slices of the merge's current entry, which
+ * stays put until this iterator moves, so nothing is copied; REVERSE, copies (key, value
+ * buffers), since the merge has already moved past the entry. Moving forward copies only the
+ * user key being left (into skip), to recognise its older versions after the merge moved.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "db.h"
 #include "dbformat.h"
+#include "level_iter.h"
 #include "merge_iter.h"
 
 enum { FORWARD, REVERSE };
@@ -28,8 +34,10 @@ struct kiwi_iter {
     uint64_t seq;
     int dir;
     bool valid;
-    kw_buf key;   /* current user key */
-    kw_buf value; /* current value */
+    kw_slice cur_key;   /* current user key: into the merge (FORWARD) or key (REVERSE) */
+    kw_slice cur_value; /* current value: into the merge (FORWARD) or value (REVERSE) */
+    kw_buf key;   /* REVERSE: copy of the current user key */
+    kw_buf value; /* REVERSE: copy of the current value */
     kw_buf skip;  /* scratch: a user key to skip past */
     kw_buf seek;  /* scratch: an internal seek key */
     kiwi_status status;
@@ -78,8 +86,8 @@ static void find_next(kiwi_iter *it, bool has_skip)
                     set_buf(&it->skip, ukey);
                     has_skip = true;
                 } else {
-                    set_buf(&it->key, ukey);
-                    set_buf(&it->value, kw_iter_value(it->merge));
+                    it->cur_key = ukey; /* the merge stays here until the iterator moves */
+                    it->cur_value = kw_iter_value(it->merge);
                     it->valid = true;
                     return;
                 }
@@ -120,6 +128,8 @@ static void find_prev(kiwi_iter *it)
         it->dir = FORWARD;
         check_status(it);
     } else {
+        it->cur_key = kw_slice_make(it->key.data, it->key.len);
+        it->cur_value = kw_slice_make(it->value.data, it->value.len);
         it->valid = true;
     }
 }
@@ -148,16 +158,17 @@ kiwi_iter *kiwi_iter_create(kiwi_db *db, const kiwi_read_options *ro)
     kw_super *s = it->view;
     const kw_version *v = s->version;
     size_t n = 1 + s->nimm;
-    for (int l = 0; l < KW_MAX_LEVELS; l++)
-        n += v->nfiles[l];
+    n += v->nfiles[0] + KW_MAX_LEVELS;
     kw_iter **children = kw_calloc(n, sizeof(kw_iter *));
     size_t k = 0;
     children[k++] = kw_memtable_iter(s->mem);
     for (size_t i = 0; i < s->nimm; i++)
         children[k++] = kw_memtable_iter(s->imm[i]);
-    for (int l = 0; l < KW_MAX_LEVELS; l++)
-        for (size_t i = 0; i < v->nfiles[l]; i++)
-            children[k++] = kw_table_iter_ex(v->files[l][i]->table, fill_cache);
+    for (size_t i = 0; i < v->nfiles[0]; i++) /* L0 files overlap: one child each */
+        children[k++] = kw_table_iter_ex(v->files[0][i]->table, fill_cache);
+    for (int l = 1; l < KW_MAX_LEVELS; l++) /* the view pins v, so its file arrays live on */
+        if (v->nfiles[l] > 0)
+            children[k++] = kw_level_iter_create(v->files[l], v->nfiles[l], fill_cache);
     it->merge = kw_merge_iter_create(children, k);
     free(children);
     kw_buf_init(&it->key);
@@ -239,7 +250,7 @@ void kiwi_iter_next(kiwi_iter *it)
 {
     if (!it->valid)
         return;
-    set_buf(&it->skip, kw_slice_make(it->key.data, it->key.len));
+    set_buf(&it->skip, it->cur_key); /* before the merge moves: cur_key may point into it */
     if (it->dir == REVERSE) {
         /* The merge stands before the current key's entries: step onto them. */
         if (kw_iter_valid(it->merge))
@@ -258,8 +269,9 @@ void kiwi_iter_prev(kiwi_iter *it)
     if (!it->valid)
         return;
     if (it->dir == FORWARD) {
-        /* Step back past every entry of the current key. */
-        kw_slice cur = kw_slice_make(it->key.data, it->key.len);
+        /* Step back past every entry of the current key (a copy: the merge is moving). */
+        set_buf(&it->skip, it->cur_key);
+        kw_slice cur = kw_slice_make(it->skip.data, it->skip.len);
         for (;;) {
             kw_iter_prev(it->merge);
             if (!kw_iter_valid(it->merge)) {
@@ -283,7 +295,7 @@ void kiwi_iter_seek_for_prev(kiwi_iter *it, const char *key, size_t klen)
             kiwi_iter_seek_to_last(it);
         return;
     }
-    if (it->key.len == klen && (klen == 0 || memcmp(it->key.data, key, klen) == 0))
+    if (it->cur_key.size == klen && (klen == 0 || memcmp(it->cur_key.data, key, klen) == 0))
         return;
     kiwi_iter_prev(it);
 }
@@ -295,14 +307,22 @@ bool kiwi_iter_valid(const kiwi_iter *it)
 
 const char *kiwi_iter_key(const kiwi_iter *it, size_t *len)
 {
-    *len = it->key.len;
-    return it->key.data ? it->key.data : "";
+    if (!it->valid) { /* cur_key may point into an entry the merge has left */
+        *len = 0;
+        return "";
+    }
+    *len = it->cur_key.size;
+    return it->cur_key.data ? it->cur_key.data : "";
 }
 
 const char *kiwi_iter_value(const kiwi_iter *it, size_t *len)
 {
-    *len = it->value.len;
-    return it->value.data ? it->value.data : "";
+    if (!it->valid) {
+        *len = 0;
+        return "";
+    }
+    *len = it->cur_value.size;
+    return it->cur_value.data ? it->cur_value.data : "";
 }
 
 kiwi_status kiwi_iter_status(const kiwi_iter *it, char **errmsg)
