@@ -14,7 +14,11 @@
  *     payloads); SKIP_CORRUPT never fails (its callback accepts every record);
  *   - a callback error stops the read and comes back unchanged (the db's recovery fails on a
  *     record that is not a valid batch);
- *   - kw_wal_read on the same bytes written to a file gives the same status and stats.
+ *   - kw_wal_read on the same bytes written to a file gives the same status and stats;
+ *   - the reader of preallocated logs (kw_wal_read_buffer_preallocated, what recovery uses) only
+ *     relaxes the strict one: in both modes its records are a prefix of the strict reader's, it
+ *     fails only where the strict one fails, SKIP_CORRUPT never fails, and on input without a
+ *     zero byte it reads exactly what the strict reader reads. Its file reader agrees with it.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -77,11 +81,31 @@ static void check_stats(const kw_wal_read_stats *s, kiwi_status st, const wal_ct
         FUZZ_CHECK(s->good_bytes == c->size); /* every byte was read */
 }
 
+static bool g_prealloc; /* read_log uses the readers of preallocated logs */
+
 /* One read of buf; fills c and stats. */
 static kiwi_status read_log(const char *buf, size_t size, const char *path,
                             kw_wal_recovery_mode mode, bool strict, wal_ctx *c,
                             kw_wal_read_stats *stats)
 {
+    if (g_prealloc) {
+        memset(c, 0, sizeof *c);
+        c->base = buf;
+        c->size = size;
+        c->same_buffer = path == NULL;
+        c->strict = strict;
+        char *perr = NULL;
+        kiwi_status pst =
+            path == NULL ? kw_wal_read_buffer_preallocated("fuzz.log", buf, size, mode, on_record,
+                                                           c, stats, &perr)
+                         : kw_wal_read_preallocated(path, mode, on_record, c, stats, &perr);
+        if (pst != KIWI_OK)
+            FUZZ_CHECK_ERROR(pst, perr);
+        else
+            FUZZ_CHECK(perr == NULL);
+        free(perr);
+        return pst;
+    }
     memset(c, 0, sizeof *c);
     c->base = buf;
     c->size = size;
@@ -224,14 +248,45 @@ static void check_log(const char *buf, size_t size)
     free(file.offsets);
 }
 
+/* The preallocated-log reader against the strict one on the same bytes. */
+static void check_prealloc(const char *buf, size_t size)
+{
+    bool has_zero = memchr(buf, 0, size) != NULL;
+    kw_wal_recovery_mode modes[2] = {KW_WAL_TOLERATE_TAIL, KW_WAL_SKIP_CORRUPT};
+    for (int i = 0; i < 2; i++) {
+        wal_ctx x, p, f;
+        kw_wal_read_stats xs, ps, fs;
+        g_prealloc = false;
+        kiwi_status xst = read_log(buf, size, NULL, modes[i], false, &x, &xs);
+        g_prealloc = true;
+        kiwi_status pst = read_log(buf, size, NULL, modes[i], false, &p, &ps);
+        const char *path = fuzz_write_file("fuzz.log", buf, size);
+        kiwi_status fst = read_log(buf, size, path, modes[i], false, &f, &fs);
+        g_prealloc = false;
+        FUZZ_CHECK(pst == KIWI_OK || pst == KIWI_CORRUPTION);
+        FUZZ_CHECK(modes[i] == KW_WAL_TOLERATE_TAIL || pst == KIWI_OK);
+        FUZZ_CHECK(pst == KIWI_OK || xst != KIWI_OK); /* fails only where strict fails */
+        FUZZ_CHECK(same_prefix(&p, &x));
+        FUZZ_CHECK(fst == pst && f.n == p.n && same_stats(&fs, &ps));
+        if (!has_zero)
+            FUZZ_CHECK(pst == xst && p.n == x.n && same_stats(&ps, &xs));
+        free(x.offsets);
+        free(p.offsets);
+        free(f.offsets);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *buf = fuzz_copy(data, size);
     check_log(buf, size);
-    if (fuzz_fix_wal_crcs(buf, size))
+    check_prealloc(buf, size);
+    if (fuzz_fix_wal_crcs(buf, size)) {
         check_log(buf, size);
+        check_prealloc(buf, size);
+    }
     free(buf);
     return 0;
 }
