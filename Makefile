@@ -152,7 +152,10 @@ test-lua-asan: $(ASAN_MODULE) all
 # A task's yield leaves the binding's C frames by longjmp (lua_yieldk), which TSan's shadow call
 # stack never sees return: it would grow by a few frames per yield until TSan aborts (~16k
 # yields). So the binding's memory accesses are instrumented but not its function entries and
-# exits (its frames are missing from reports; the engine's are all there).
+# exits (its frames are missing from reports; the engine's are all there). ASLR is off for the
+# run (setarch -R, inherited by child processes): GCC 12's TSan runtime does not re-exec itself
+# without it, and a mapping placed outside the ranges it shadows made one CI run die with
+# "ThreadSanitizer failed to allocate ... (errno: 12)".
 TSAN_MODULE := $(TSAN)/kiwi/core.so
 $(TSAN_MODULE): $(BINDING_SRC) $(wildcard core/binding/*.h) $(TSAN)/libkiwi.a
 	@mkdir -p $(TSAN)/kiwi
@@ -162,7 +165,7 @@ $(TSAN_MODULE): $(BINDING_SRC) $(wildcard core/binding/*.h) $(TSAN)/libkiwi.a
 test-lua-tsan: $(TSAN_MODULE) all
 	@LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/web/?.lua;;" \
 	 LUA_CPATH="$(CURDIR)/$(TSAN)/?.so;;" KIWI_LUA="$(LUA)" KIWI_MODULE_DIR="$(CURDIR)/$(TSAN)" \
-	 KIWI_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" \
+	 KIWI_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" KIWI_SPEC_WRAP="setarch $$(uname -m) -R" \
 	 TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
 	 scripts/run-specs spec
 
