@@ -377,6 +377,7 @@ end
 
 --- The flags of `kiwi bench` (lua/kiwi/cli.lua adds them to the subcommand; M.run maps them).
 M.cli_flags = {
+  mode = { arg = "dev|prod", doc = "the engine mode of the benchmarked dbs (default prod)" },
   num = { arg = "N", int = true, doc = "keys and operations per workload (default 100000)" },
   rounds = { arg = "R", int = true, doc = "interleaved rounds; figures are medians (default 1)" },
   workloads = { arg = "LIST", doc = "comma-separated (default: all seven)" },

@@ -317,7 +317,8 @@ end
 M.register({
   name = "bench",
   summary = "benchmark the engine from Lua",
-  common = true,
+  -- no common flags: the bench opens fresh dbs in a temporary directory (not --data/--config);
+  -- its --mode (default prod) comes with the module's flags
   available = function()
     local mod, why = bench_module()
     if not mod then
