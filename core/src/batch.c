@@ -427,8 +427,10 @@ static bool read_own_op(kw_mp_reader *r, batch_op *op)
         return true;
     }
     kw_mp_reader v = {r->data, r->size, off + used, NULL};
-    if (!kw_mp_read_bin(&v, &op->value) || op->value.size > KIWI_MAX_VALUE_SIZE)
+    kw_slice value = {NULL, 0};
+    if (!kw_mp_read_bin(&v, &value) || value.size > KIWI_MAX_VALUE_SIZE)
         return false;
+    op->value = value;
     op->type = KW_TYPE_VALUE;
     r->off = v.off;
     return true;
@@ -534,7 +536,9 @@ kiwi_status kw_batch_iterate(kw_slice payload, kw_batch_op_fn fn, void *ctx, uin
     r.off = ops_at;
     for (uint32_t i = 0; i < n; i++) {
         batch_op op;
-        read_op(&r, &op); /* cannot fail: validated above */
+        memset(&op, 0, sizeof op);
+        if (!read_op(&r, &op)) /* cannot fail: validated above */
+            return batch_corrupt(&r, (int64_t)i, errmsg);
         fn(ctx, seq + i, op.type, op.key, op.value);
     }
     if (first_seq)
