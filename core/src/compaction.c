@@ -250,6 +250,23 @@ kw_compaction *kw_compaction_range_to_last(const kw_version *v, int max_levels,
     return c;
 }
 
+size_t kw_compaction_drop_inputs_from(kw_compaction *c, uint64_t min_number)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < c->ninputs[0]; i++) {
+        kw_file_meta *m = c->inputs[0][i];
+        if (m->number >= min_number) {
+            kw_file_meta_unref(m);
+            continue;
+        }
+        c->inputs[0][k] = m;
+        c->input_levels[k] = c->input_levels[i];
+        k++;
+    }
+    c->ninputs[0] = k;
+    return k;
+}
+
 void kw_compaction_done(const kw_compaction *c, kw_buf *cursor)
 {
     kw_slice lo = {NULL, 0}, hi = {NULL, 0};

@@ -62,6 +62,10 @@ kw_compaction *kw_compaction_range(const kw_version *v, int level, int max_level
 kw_compaction *kw_compaction_range_to_last(const kw_version *v, int max_levels,
                                            const kw_slice *start, const kw_slice *end);
 
+/* Drops the level inputs whose file number is >= min_number (files written after a point);
+ * returns how many are left. For a manual last-level rewrite after a pass that just wrote them. */
+size_t kw_compaction_drop_inputs_from(kw_compaction *c, uint64_t min_number);
+
 /* Records the largest key of the compaction's level inputs as the level's cursor. */
 void kw_compaction_done(const kw_compaction *c, kw_buf *cursor);
 void kw_compaction_free(kw_compaction *c);

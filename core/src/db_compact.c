@@ -198,11 +198,12 @@ kiwi_status kiwi_compact_range(kiwi_db *db, const char *start, size_t slen, cons
     atomic_fetch_add(&db->stats.manual_compactions, 1);
     pthread_mutex_lock(&db->mu);
     int last = (int)db->opts.max_levels;
-    /* Two passes at most: everything above the last level in the range goes straight into it
-     * (data written once), then, if nothing was above, the last level's files in the range are
-     * rewritten in place to drop what no reader needs. */
-    bool moved = false;
-    for (int pass = 0; pass < 2 && st == KIWI_OK && !moved; pass++) {
+    /* Two passes: everything above the last level in the range goes straight into it (data
+     * written once, merged with the last-level files it overlaps), then the last level's other
+     * files in the range (not written by the first pass) are rewritten in place, to drop what no
+     * reader needs any more (e.g. tombstones a released snapshot kept). */
+    uint64_t first_new = UINT64_MAX; /* files numbered from here on were written by pass 0 */
+    for (int pass = 0; pass < 2 && st == KIWI_OK; pass++) {
         while (levels_busy(db, last) && !db->stop_compactors && db->bg_status == KIWI_OK)
             pthread_cond_wait(&db->done_cv, &db->mu);
         if (db->bg_status != KIWI_OK) {
@@ -213,9 +214,14 @@ kiwi_status kiwi_compact_range(kiwi_db *db, const char *start, size_t slen, cons
         const kw_slice *sp = start ? &s : NULL, *ep = end ? &e : NULL;
         kw_compaction *c = pass == 0 ? kw_compaction_range_to_last(db->vs->current, last, sp, ep)
                                      : kw_compaction_range(db->vs->current, last, last, sp, ep);
+        if (pass == 1 && c != NULL && kw_compaction_drop_inputs_from(c, first_new) == 0) {
+            kw_compaction_free(c);
+            c = NULL;
+        }
         if (c == NULL)
             continue;
-        moved = pass == 0;
+        if (pass == 0)
+            first_new = db->vs->next_file;
         st = run_compaction(db, c, errmsg);
         kw_compaction_free(c);
     }

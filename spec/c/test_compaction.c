@@ -475,6 +475,64 @@ static void test_range_writes_once(void)
     ctest_rmtree(dir);
 }
 
+/* Tombstones in the db's SSTables (the sum over the "levels" property's files). */
+static unsigned long long sst_tombstones(kiwi_db *db)
+{
+    char *lv = kiwi_property(db, "levels");
+    unsigned long long sum = 0;
+    for (const char *p = lv; p && (p = strstr(p, "\"tombstones\":")) != NULL;) {
+        p += strlen("\"tombstones\":");
+        sum += strtoull(p, NULL, 10);
+    }
+    kiwi_free(lv);
+    return sum;
+}
+
+/* Tombstones that a snapshot kept in last-level files are dropped by a later compact_range of
+ * their range, even when what it moves down from above overlaps other files only: the second
+ * pass rewrites the last level's other files in the range. */
+static void test_range_drops_kept_tombstones(void)
+{
+    char *dir = ctest_tmpdir("crtomb");
+    kiwi_options *o = kiwi_options_create("prod");
+    kiwi_options_set(o, "target_file_size_mb", "0.015625", NULL);
+    kiwi_options_set(o, "l0_compaction_threshold", "1000", NULL);
+    kiwi_options_set(o, "l0_slowdown_writes_trigger", "10000", NULL);
+    kiwi_options_set(o, "l0_stop_writes_trigger", "10000", NULL);
+    kiwi_db *db = NULL;
+    CHECK(kiwi_open(dir, o, &db, NULL) == KIWI_OK);
+    kiwi_options_destroy(o);
+    if (!db)
+        return;
+    char key[32], val[100];
+    memset(val, 'v', sizeof val);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof key, "a%03d", i);
+        kiwi_put(db, NULL, key, strlen(key), val, sizeof val, NULL);
+    }
+    CHECK(kiwi_compact_range(db, NULL, 0, NULL, 0, NULL) == KIWI_OK);
+    const kiwi_snapshot *snap = kiwi_snapshot_create(db);
+    for (int i = 500; i < 600; i++) {
+        snprintf(key, sizeof key, "a%03d", i);
+        kiwi_delete(db, NULL, key, strlen(key), NULL);
+    }
+    CHECK(kiwi_compact_range(db, NULL, 0, NULL, 0, NULL) == KIWI_OK);
+    CHECK(sst_tombstones(db) == 100); /* the snapshot still needs them */
+    kiwi_snapshot_release(db, snap);
+    kiwi_put(db, NULL, "a000", 4, "new", 3, NULL); /* far from the tombstones */
+    CHECK(kiwi_compact_range(db, "a000", 4, "a999", 4, NULL) == KIWI_OK);
+    CHECK_EQ_U64(sst_tombstones(db), 0);
+    char *v = NULL;
+    size_t vl = 0;
+    CHECK(kiwi_get(db, NULL, "a000", 4, &v, &vl, NULL) == KIWI_OK && vl == 3);
+    kiwi_free(v);
+    CHECK(kiwi_get(db, NULL, "a550", 4, &v, &vl, NULL) == KIWI_NOT_FOUND);
+    CHECK(kiwi_get(db, NULL, "a650", 4, &v, &vl, NULL) == KIWI_OK && vl == sizeof val);
+    kiwi_free(v);
+    kiwi_close(db);
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_load_with_readers);
@@ -482,5 +540,6 @@ int main(void)
     RUN(test_range_and_moves);
     RUN(test_range_to_last_level_model);
     RUN(test_range_writes_once);
+    RUN(test_range_drops_kept_tombstones);
     return ctest_summary();
 }
