@@ -129,9 +129,10 @@ static int count_overlaps(const worker *ws, int nworkers)
     return overlaps;
 }
 
-static void test_concurrent_no_overlap(void)
+/* Runs THREADS alloc_workers on a and checks every chunk: aligned, its pattern intact, no two
+ * overlapping. Returns the bytes requested. */
+static size_t run_workers_and_check(kw_arena *a)
 {
-    kw_arena *a = kw_arena_create(1024); /* small blocks: many block switches under contention */
     static worker ws[THREADS];
     pthread_t t[THREADS];
     for (int i = 0; i < THREADS; i++) {
@@ -157,6 +158,13 @@ static void test_concurrent_no_overlap(void)
     }
     CHECK_EQ_U64(bad, 0);
     CHECK_EQ_U64(count_overlaps(ws, THREADS), 0);
+    return total;
+}
+
+static void test_concurrent_no_overlap(void)
+{
+    kw_arena *a = kw_arena_create(1024); /* small blocks: many block switches under contention */
+    size_t total = run_workers_and_check(a);
     CHECK(kw_arena_memory_usage(a) >= total);
     kw_arena_destroy(a);
 }
@@ -195,25 +203,7 @@ static void test_concurrent_huge(void)
     kw_arena *a = kw_arena_create(0);
     while (kw_arena_memory_usage(a) < ((size_t)5 << 20))
         kw_arena_alloc(a, 4000);
-    static worker ws[THREADS];
-    pthread_t t[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        ws[i].arena = a;
-        ws[i].id = i;
-        pthread_create(&t[i], NULL, alloc_worker, &ws[i]);
-    }
-    for (int i = 0; i < THREADS; i++)
-        pthread_join(t[i], NULL);
-    int bad = 0;
-    for (int w = 0; w < THREADS; w++)
-        for (size_t i = 0; i < PER_THREAD; i++)
-            for (size_t j = 0; j < ws[w].sizes[i]; j++)
-                if (ws[w].ptrs[i][j] != pattern(w, i)) {
-                    bad++;
-                    break;
-                }
-    CHECK_EQ_U64(bad, 0);
-    CHECK_EQ_U64(count_overlaps(ws, THREADS), 0);
+    run_workers_and_check(a);
     kw_arena_destroy(a);
 }
 

@@ -337,6 +337,22 @@ static void test_range_and_moves(void)
     ctest_rmtree(dir);
 }
 
+/* Opens dir in prod mode with the given settings: name, value, ..., NULL. NULL on failure. */
+static kiwi_db *open_with(const char *dir, const char *const *settings)
+{
+    kiwi_options *o = kiwi_options_create("prod");
+    for (size_t i = 0; settings[i] != NULL; i += 2)
+        kiwi_options_set(o, settings[i], settings[i + 1], NULL);
+    kiwi_db *db = NULL;
+    CHECK(kiwi_open(dir, o, &db, NULL) == KIWI_OK);
+    kiwi_options_destroy(o);
+    return db;
+}
+
+/* Background compaction off: every flush stays in L0 until a manual compaction. */
+#define NO_BACKGROUND_COMPACTION "l0_compaction_threshold", "1000", \
+    "l0_slowdown_writes_trigger", "10000", "l0_stop_writes_trigger", "10000"
+
 /* Checks every key of the model (NULL = absent) with gets and one full scan. */
 static int check_model(kiwi_db *db, char **model, int nkeys)
 {
@@ -369,15 +385,11 @@ static int check_model(kiwi_db *db, char **model, int nkeys)
 static void test_range_to_last_level_model(void)
 {
     char *dir = ctest_tmpdir("crmodel");
-    kiwi_options *o = kiwi_options_create("prod");
     /* tiny everything: a few hundred KB spread over L0..L3 in many small files */
-    kiwi_options_set(o, "max_memtable_size_mb", "0.0625", NULL);
-    kiwi_options_set(o, "target_file_size_mb", "0.015625", NULL);
-    kiwi_options_set(o, "level_base_mb", "0.0625", NULL);
-    kiwi_options_set(o, "l0_compaction_threshold", "2", NULL);
-    kiwi_db *db = NULL;
-    CHECK(kiwi_open(dir, o, &db, NULL) == KIWI_OK);
-    kiwi_options_destroy(o);
+    static const char *const settings[] = {
+        "max_memtable_size_mb", "0.0625", "target_file_size_mb", "0.015625",
+        "level_base_mb", "0.0625", "l0_compaction_threshold", "2", NULL};
+    kiwi_db *db = open_with(dir, settings);
     if (!db)
         return;
     enum { NKEYS = 3000, ROUNDS = 40, WINDOW = 500 };
@@ -433,15 +445,10 @@ static void test_range_to_last_level_model(void)
 static void test_range_writes_once(void)
 {
     char *dir = ctest_tmpdir("cronce");
-    kiwi_options *o = kiwi_options_create("prod");
-    kiwi_options_set(o, "max_memtable_size_mb", "0.25", NULL);
-    kiwi_options_set(o, "target_file_size_mb", "0.25", NULL);
-    kiwi_options_set(o, "l0_compaction_threshold", "1000", NULL); /* all flushes stay in L0 */
-    kiwi_options_set(o, "l0_slowdown_writes_trigger", "10000", NULL);
-    kiwi_options_set(o, "l0_stop_writes_trigger", "10000", NULL);
-    kiwi_db *db = NULL;
-    CHECK(kiwi_open(dir, o, &db, NULL) == KIWI_OK);
-    kiwi_options_destroy(o);
+    static const char *const settings[] = {"max_memtable_size_mb", "0.25",
+                                           "target_file_size_mb", "0.25",
+                                           NO_BACKGROUND_COMPACTION, NULL};
+    kiwi_db *db = open_with(dir, settings);
     if (!db)
         return;
     char key[32], val[100];
@@ -494,14 +501,9 @@ static unsigned long long sst_tombstones(kiwi_db *db)
 static void test_range_drops_kept_tombstones(void)
 {
     char *dir = ctest_tmpdir("crtomb");
-    kiwi_options *o = kiwi_options_create("prod");
-    kiwi_options_set(o, "target_file_size_mb", "0.015625", NULL);
-    kiwi_options_set(o, "l0_compaction_threshold", "1000", NULL);
-    kiwi_options_set(o, "l0_slowdown_writes_trigger", "10000", NULL);
-    kiwi_options_set(o, "l0_stop_writes_trigger", "10000", NULL);
-    kiwi_db *db = NULL;
-    CHECK(kiwi_open(dir, o, &db, NULL) == KIWI_OK);
-    kiwi_options_destroy(o);
+    static const char *const settings[] = {"target_file_size_mb", "0.015625",
+                                           NO_BACKGROUND_COMPACTION, NULL};
+    kiwi_db *db = open_with(dir, settings);
     if (!db)
         return;
     char key[32], val[100];
