@@ -140,10 +140,12 @@ typedef enum {
     KW_CACHE_NONE = 0, /* the tier was not consulted (e.g. the bloom filter ruled the key out) */
     KW_CACHE_OFF,      /* no cache, or the tier's budget is 0: read as without a cache */
     KW_CACHE_HIT,
-    KW_CACHE_MISS
+    KW_CACHE_MISS,
+    KW_CACHE_MAPPED /* data blocks: read in place from the table's mapping, the tier not asked */
 } kw_cache_result;
 
-const char *kw_cache_result_name(kw_cache_result r); /* "none", "off", "hit", "miss" */
+/* "none", "off", "hit", "miss", "mapped" */
+const char *kw_cache_result_name(kw_cache_result r);
 
 /* ---- the block cache: three independent tiers ------------------------------------------------ *
  * Each tier is a kw_cache with its own budget; set_capacity/get_stats work on a tier directly,
@@ -152,13 +154,30 @@ const char *kw_cache_result_name(kw_cache_result r); /* "none", "off", "hit", "m
 typedef struct kw_buffer_pool kw_buffer_pool;
 
 typedef struct {
-    kw_cache *data;       /* verified copies of data blocks */
+    kw_cache *data;       /* verified copies of data blocks (data_reads "cached") */
     kw_cache *index;      /* parsed index arrays, one per table */
     kw_cache *bloom;      /* verified copies of bloom filter blocks, one per table */
     kw_buffer_pool *pool; /* recycled buffers for the data blocks' copies */
+    int data_cached;      /* atomic: the data_reads mode, KW_DATA_READS_* */
+    uint64_t verified;    /* atomic: data blocks whose CRC was checked in a mapping */
 } kw_block_cache;
 
+/* How tables read data blocks (the `data_reads` setting; cache.md):
+ *   IN_PLACE (default): in place in the table's mapping, the CRC checked the first time each
+ *            block is read after the table was opened (a bit per block); the data tier is not
+ *            consulted, so it holds nothing.
+ *   CACHED:  through the data tier: a hit uses the copy; a miss with fill_cache copies the
+ *            block into the tier and checks the copy; a miss without fill_cache reads in place
+ *            as IN_PLACE does. Blocks stay in process memory whatever the page cache does. */
+enum { KW_DATA_READS_IN_PLACE = 0, KW_DATA_READS_CACHED = 1 };
+
 kw_block_cache *kw_block_cache_create(size_t data_bytes, size_t index_bytes, size_t bloom_bytes);
+/* Switches the mode at any time; reads in flight finish the way they started. Switching to
+ * IN_PLACE leaves the data tier's entries to age out (tables erase theirs when they close). */
+void kw_block_cache_set_data_reads(kw_block_cache *bc, int mode);
+int kw_block_cache_data_reads(const kw_block_cache *bc);
+/* Counts n data blocks checked in place (stats "verified_blocks"). */
+void kw_block_cache_count_verified(kw_block_cache *bc, uint64_t n);
 /* REQUIRES: no handle is held and no table opened with bc is still open. NULL is a no-op. */
 void kw_block_cache_destroy(kw_block_cache *bc);
 
@@ -172,8 +191,9 @@ void *kw_block_cache_alloc(kw_block_cache *bc, size_t size, size_t *capacity);
 void kw_block_cache_recycle(kw_block_cache *bc, void *buf, size_t capacity);
 #define KW_POOL_KEEP 16
 
-/* Appends {"data":{...},"index":{...},"bloom":{...}}, each tier's kw_cache_stats fields by
- * name (hits, misses, inserts, evictions, rejects, usage, pinned, capacity, entries). */
+/* Appends {"data":{...},"index":{...},"bloom":{...},"data_reads":"in_place"|"cached",
+ * "verified_blocks":N}, each tier's kw_cache_stats fields by name (hits, misses, inserts,
+ * evictions, rejects, usage, pinned, capacity, entries). */
 void kw_block_cache_stats_json(const kw_block_cache *bc, kw_buf *out);
 
 #endif /* KW_CACHE_H */

@@ -246,6 +246,8 @@ static kiwi_status db_recover(kiwi_db *db, char **errmsg)
     db->cache = kw_block_cache_create((size_t)(db->opts.block_cache_data_mb * mb),
                                       (size_t)(db->opts.block_cache_index_mb * mb),
                                       (size_t)(db->opts.block_cache_bloom_mb * mb));
+    kw_block_cache_set_data_reads(db->cache, db->opts.data_reads_cached ? KW_DATA_READS_CACHED
+                                                                        : KW_DATA_READS_IN_PLACE);
     kiwi_status st = kw_vset_open(db->path, db->cache, &db->vs, &created, errmsg);
     if (st != KIWI_OK)
         return st;

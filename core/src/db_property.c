@@ -54,7 +54,8 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                      "\"compaction_bytes_written\":%llu,\"compaction_micros\":%llu,"
                      "\"compaction_dropped_versions\":%llu,"
                      "\"compaction_dropped_tombstones\":%llu,\"trivial_moves\":%llu,"
-                     "\"manual_compactions\":%llu,\"slowdowns\":%llu,\"slowdown_micros\":%llu,",
+                     "\"manual_compactions\":%llu,\"read_compactions\":%llu,"
+                     "\"slowdowns\":%llu,\"slowdown_micros\":%llu,",
                   LOAD(puts), LOAD(deletes), LOAD(batches), LOAD(gets), LOAD(get_hits),
                   LOAD(get_misses), LOAD(user_bytes_written), LOAD(wal_bytes), LOAD(wal_writes),
                   LOAD(wal_syncs), LOAD(write_groups), LOAD(flushes), LOAD(flush_bytes),
@@ -65,7 +66,8 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                   LOAD(bloom_negatives), LOAD(compactions), LOAD(compaction_bytes_read),
                   LOAD(compaction_bytes_written), LOAD(compaction_micros),
                   LOAD(compaction_dropped_versions), LOAD(compaction_dropped_tombstones),
-                  LOAD(trivial_moves), LOAD(manual_compactions), LOAD(slowdowns),
+                  LOAD(trivial_moves), LOAD(manual_compactions), LOAD(read_compactions),
+                  LOAD(slowdowns),
                   LOAD(slowdown_micros));
     kw_buf_printf(b, "\"last_sequence\":%llu,\"visible_sequence\":%llu,\"wal_number\":%llu,"
                      "\"memtable_bytes\":%llu,\"memtable_entries\":%llu,"
@@ -412,6 +414,8 @@ kiwi_status kiwi_set_option(kiwi_db *db, const char *name, const char *value, ch
             kw_cache_set_capacity(db->cache->index, (size_t)(next.block_cache_index_mb * mb));
         if (next.block_cache_bloom_mb != db->opts.block_cache_bloom_mb)
             kw_cache_set_capacity(db->cache->bloom, (size_t)(next.block_cache_bloom_mb * mb));
+        kw_block_cache_set_data_reads(db->cache, next.data_reads_cached ? KW_DATA_READS_CACHED
+                                                                        : KW_DATA_READS_IN_PLACE);
         db->opts = next;
         pthread_cond_broadcast(&db->done_cv); /* a raised limit may end a stall */
         kw_compact_schedule(db);              /* a lowered threshold may call for compaction */

@@ -37,6 +37,7 @@ struct kiwi_options {
     double block_cache_data_mb;    /* budget of the data-block tier */
     double block_cache_index_mb;   /* budget of the index tier */
     double block_cache_bloom_mb;   /* budget of the bloom-filter tier */
+    bool data_reads_cached;        /* "cached": data blocks through the data tier; "in_place" */
     bool sync_writes;              /* default of kiwi_write_options.sync */
     kw_wal_recovery_mode wal_recovery; /* "tolerate_tail" or "skip_corrupt" */
     char compression[8];           /* "none" (zstd/lz4 are not built yet) */

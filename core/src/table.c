@@ -464,6 +464,12 @@ static void erase_cached(kw_table *t)
     kw_block_iter_cleanup(&it);
 }
 
+/* Words of the table's verified bitmap: one bit per data block. */
+static size_t verified_words(const kw_table *t)
+{
+    return (size_t)(t->props.data_blocks + 63) / 64;
+}
+
 static void table_free(kw_table *t)
 {
     if (t->cache != NULL)
@@ -472,6 +478,7 @@ static void table_free(kw_table *t)
     kw_munmap(&t->map);
     kw_table_props_free(&t->props);
     free(t->own_index);
+    free(t->verified);
     free(t->path);
     free(t);
 }
@@ -496,6 +503,7 @@ static kiwi_status load_meta(kw_table *t, kw_block_cache *cache, char **errmsg)
                          errmsg);
     if (st != KIWI_OK)
         return st;
+    t->verified = kw_calloc(verified_words(t), sizeof *t->verified);
     size_t key_bytes = 0; /* the index's charge as a cache entry, whichever way it was built */
     for (uint32_t i = 0; cache != NULL && i < ix->nblocks; i++)
         key_bytes += ix->entries[i].key_len;
@@ -575,7 +583,8 @@ uint64_t kw_table_uncharged_bytes(const kw_table *t)
 {
     const kw_table_index *ix = __atomic_load_n(&t->own_index, __ATOMIC_ACQUIRE);
     return sizeof *t + strlen(t->path) + 1 + t->props.smallest_len + t->props.largest_len +
-           (ix != NULL ? ix->bytes : 0) + (t->lease != NULL ? kw_lease_bytes() : 0);
+           (ix != NULL ? ix->bytes : 0) + (t->lease != NULL ? kw_lease_bytes() : 0) +
+           verified_words(t) * sizeof *t->verified;
 }
 
 /* ---- verify ---------------------------------------------------------------------------------- */

@@ -18,16 +18,19 @@
  *         Sizes exclude the block trailer. sstable.md has the exact layout.
  *
  * Reader: the file is mmapped (descriptor closed at once). Opening verifies the footer, the
- * index, filter and properties blocks' CRCs; a data block's CRC is verified on every read that
- * touches it, unless the read finds the block in the data cache. Any mismatch is
+ * index, filter and properties blocks' CRCs. A data block is read in place in the mapping and
+ * its CRC verified the first time it is read after open (one bit per block records it: the
+ * mapping of an SSTable is immutable), unless the block comes from the data cache, whose copy
+ * was checked when it was made. kw_table_verify checks every block again. Any mismatch is
  * KIWI_CORRUPTION naming the file and the block offset.
  * A kw_table is immutable and thread-safe; it is reference counted (readers pin it).
  *
  * Block cache (cache.h, docs/internals/cache.md): a table opened with kw_table_open_cached keeps
  * a kw_block_cache pointer and uses its three tiers, keyed (table number, block offset):
- *   - data:  a copy of a data block (in a buffer the block cache recycles), inserted after its
- *            CRC was checked on the copy; a hit skips the CRC. Reads with fill_cache == false
- *            use hits but never insert.
+ *   - data:  only in the "cached" data_reads mode (kw_block_cache_set_data_reads): a copy of a
+ *            data block (in a buffer the block cache recycles), inserted after its CRC was
+ *            checked on the copy; a hit skips the CRC. Reads with fill_cache == false use hits
+ *            but never insert. In the default "in_place" mode the tier is not consulted.
  *   - index: the table's parsed index array with every key copied into the entry (an entry never
  *            points into a mapping: a pinned entry may outlive the table that made it).
  *   - bloom: a copy of the filter block, verified on the copy.
@@ -40,7 +43,7 @@
  * costs a bounded fraction of a get, never a rebuild per get. An index block not written with
  * restart interval 1 cannot be searched in place: such a table keeps a private array instead.
  * Charges are the bytes allocated for the value plus kw_cache_entry_overhead(). A tier whose
- * budget is 0 is off: that part is read as without a cache (data: the mapping, CRC per read;
+ * budget is 0 is off: that part is read as without a cache (data: the mapping, CRC once;
  * bloom: the mapping; index: an array private to the table, built once, reported by
  * kw_table_uncharged_bytes). kw_table_unref to zero erases the table's entries from every tier.
  * REQUIRES: the kw_block_cache outlives every table opened with it.
@@ -210,6 +213,8 @@ struct kw_table {
     kw_lease *lease;           /* with a cache: where the index and filter are published */
     kw_table_part part[2];     /* KW_PART_INDEX, KW_PART_FILTER */
     uint64_t data_end;         /* end of the last data block's trailer == filter offset */
+    uint64_t *verified;        /* atomic words: bit i set once data block i's CRC was checked
+                                * in the map (its index entry is immutable, checked at open) */
     uint64_t meta_off[3];      /* filter, properties, index block offsets */
     uint64_t meta_size[3];
     kw_table_props props;
@@ -276,11 +281,14 @@ kiwi_status kw_table_index_search(kw_table *t, kw_slice target, kw_block_loc *lo
 /* The bloom filter's answer for ukey ("maybe" when the filter is unusable). */
 kiwi_status kw_table_bloom_check(kw_table *t, kw_slice ukey, bool *may_contain,
                                  kw_cache_result *res, char **errmsg);
-/* The data block at (off, size): a data-tier hit, or the map with its CRC checked (copied into
- * the tier, checked on the copy, when fill_cache and the tier can hold it). A corrupt block is
- * never inserted; on error nothing is held. */
-kiwi_status kw_table_block_acquire(kw_table *t, uint64_t off, uint64_t size, bool fill_cache,
-                                   kw_block_ref *ref, kw_cache_result *res, char **errmsg);
+/* Data block i at (off, size), its index entry. In the "in_place" data_reads mode: the map,
+ * its CRC checked on the first read since open (*res = KW_CACHE_MAPPED). In the "cached" mode:
+ * a data-tier hit, or on a miss a copy inserted into the tier and checked on the copy (when
+ * fill_cache and the tier can hold it), else the map as in place. A corrupt block is never
+ * inserted nor marked checked; on error nothing is held. */
+kiwi_status kw_table_block_acquire(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
+                                   bool fill_cache, kw_block_ref *ref, kw_cache_result *res,
+                                   char **errmsg);
 static inline void kw_table_block_release(kw_table *t, kw_block_ref *ref)
 {
     if (ref->handle != NULL)

@@ -64,7 +64,8 @@ static kiwi_status search_table(kw_table *t, kw_slice ukey, kw_slice target, boo
     info->block_offset = loc.offset;
     info->block_size = loc.size;
     kw_block_ref br;
-    st = kw_table_block_acquire(t, loc.offset, loc.size, fill_cache, &br, &info->data_cache, errmsg);
+    st = kw_table_block_acquire(t, loc.index, loc.offset, loc.size, fill_cache, &br,
+                                &info->data_cache, errmsg);
     if (st != KIWI_OK)
         return st;
     kw_slice v = {NULL, 0};
@@ -153,7 +154,7 @@ static bool ti_load(table_iter *it, uint32_t i)
     if (it->status == KIWI_OK)
         it->status = kw_table_index_get(it->t, &it->index, i, &e, &it->errmsg);
     if (it->status == KIWI_OK)
-        it->status = kw_table_block_acquire(it->t, e.offset, e.size, it->fill_cache, &next, &unused,
+        it->status = kw_table_block_acquire(it->t, i, e.offset, e.size, it->fill_cache, &next, &unused,
                                    &it->errmsg);
     if (it->status != KIWI_OK) {
         ti_set_invalid(it);

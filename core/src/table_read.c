@@ -434,52 +434,85 @@ kiwi_status kw_table_bloom_check(kw_table *t, kw_slice ukey, bool *may_contain,
 /* ---- data blocks ----------------------------------------------------------------------------- */
 
 
-/* The data block at loc: a data-tier hit, or the map with its CRC checked (copied into the
- * tier, checked on the copy, when fill_cache and the tier can hold it). On error nothing is
- * held. A corrupt block is never inserted. */
-kiwi_status kw_table_block_acquire(kw_table *t, uint64_t off, uint64_t size, bool fill_cache,
-                                 kw_block_ref *ref, kw_cache_result *res, char **errmsg)
+static bool block_verified(const kw_table *t, uint32_t i)
 {
-    kw_cache *c = tier(t, TIER_DATA);
+    return (__atomic_load_n(&t->verified[i / 64], __ATOMIC_RELAXED) >> (i % 64)) & 1;
+}
+
+/* Block i in the map, its CRC checked unless a read since open checked it. The bit is set only
+ * after a good check; two readers racing on a new block both check it, which is harmless. */
+static kiwi_status block_in_place(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
+                                  char **errmsg)
+{
+    if (block_verified(t, i))
+        return KIWI_OK;
+    kiwi_status st = kw_table_check_block(t, NULL, off, size, "block", errmsg);
+    if (st != KIWI_OK)
+        return st;
+    uint64_t bit = UINT64_C(1) << (i % 64);
+    if (!(__atomic_fetch_or(&t->verified[i / 64], bit, __ATOMIC_RELAXED) & bit) && t->cache)
+        kw_block_cache_count_verified(t->cache, 1);
+    return KIWI_OK;
+}
+
+/* The cached mode's tier: a hit, or on a miss (with fill_cache, when the tier can hold it) a
+ * checked copy inserted. NULL: read the map. */
+static kiwi_status block_through_tier(kw_table *t, kw_cache *c, uint64_t off, uint64_t size,
+                                      bool fill_cache, kw_block_ref *ref, kw_cache_result *res,
+                                      char **errmsg)
+{
+    ref->handle = kw_cache_lookup(c, t->number, off);
+    *res = ref->handle != NULL ? KW_CACHE_HIT : KW_CACHE_MISS;
+    size_t need = sizeof(block_copy) + size, cap;
+    if (ref->handle != NULL || !fill_cache ||
+        need + kw_cache_entry_overhead() > kw_cache_capacity(c))
+        return KIWI_OK;
+    block_copy *v = kw_block_cache_alloc(t->cache, need, &cap);
+    v->bc = t->cache;
+    v->capacity = cap;
+    v->size = size;
+    kiwi_status st = copy_checked(t, v->data, off, size, "block", errmsg);
+    if (st == KIWI_OK)
+        ref->handle =
+            kw_cache_insert(c, t->number, off, v, need + kw_cache_entry_overhead(), free_block);
+    if (ref->handle == NULL) /* corrupt (never cached), or the tier shrank meanwhile */
+        kw_block_cache_recycle(t->cache, v, cap);
+    return st;
+}
+
+/* Data block i (table.h): in place by default, through the data tier in the cached mode. On
+ * error nothing is held. */
+kiwi_status kw_table_block_acquire(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
+                                   bool fill_cache, kw_block_ref *ref, kw_cache_result *res,
+                                   char **errmsg)
+{
     kiwi_status st = KIWI_OK;
     kw_slice contents = kw_slice_make(t->map.data + off, size);
     ref->handle = NULL;
-    *res = KW_CACHE_OFF;
-    if (off > t->data_end || size > t->data_end - off) /* an in-place entry of a changed file */
+    *res = KW_CACHE_MAPPED;
+    if (off > t->data_end || size > t->data_end - off || i >= t->props.data_blocks)
         return kw_error(errmsg, KIWI_CORRUPTION,
-                        "%s: block at offset %" PRIu64 ": size %" PRIu64
+                        "%s: block %" PRIu32 " at offset %" PRIu64 ": size %" PRIu64
                         " runs past the data blocks",
-                        t->path, off, size);
-    if (is_on(c)) {
-        ref->handle = kw_cache_lookup(c, t->number, off);
-        *res = ref->handle != NULL ? KW_CACHE_HIT : KW_CACHE_MISS;
-        size_t need = sizeof(block_copy) + size, cap;
-        if (ref->handle == NULL && fill_cache &&
-            need + kw_cache_entry_overhead() <= kw_cache_capacity(c)) {
-            block_copy *v = kw_block_cache_alloc(t->cache, need, &cap);
-            v->bc = t->cache;
-            v->capacity = cap;
-            v->size = size;
-            st = copy_checked(t, v->data, off, size, "block", errmsg);
-            if (st == KIWI_OK)
-                ref->handle = kw_cache_insert(c, t->number, off, v,
-                                              need + kw_cache_entry_overhead(), free_block);
-            if (ref->handle == NULL) /* corrupt (never cached), or the tier shrank meanwhile */
-                kw_block_cache_recycle(t->cache, v, cap);
-            if (st != KIWI_OK)
-                return st;
-        }
+                        t->path, i, off, size);
+    if (t->cache != NULL && kw_block_cache_data_reads(t->cache) == KW_DATA_READS_CACHED) {
+        kw_cache *c = tier(t, TIER_DATA);
+        *res = KW_CACHE_OFF;
+        if (is_on(c))
+            st = block_through_tier(t, c, off, size, fill_cache, ref, res, errmsg);
+        if (st != KIWI_OK)
+            return st;
     }
     if (ref->handle != NULL) {
         const block_copy *v = kw_cache_value(ref->handle);
         contents = kw_slice_make(v->data, v->size);
     } else {
-        st = kw_table_check_block(t, NULL, off, size, "block", errmsg);
+        st = block_in_place(t, i, off, size, errmsg);
     }
     if (st == KIWI_OK)
         st = kw_block_parse(&ref->block, contents, t->path, off, "block", errmsg);
     if (st != KIWI_OK && ref->handle != NULL) {
-        kw_cache_release(c, ref->handle);
+        kw_cache_release(t->cache->data, ref->handle);
         ref->handle = NULL;
     }
     return st;

@@ -80,7 +80,7 @@ static void test_trace_each_layer(void)
     t = kiwi_trace(db, "deep", 4);
     CHECK(t && strstr(t, "\"level\":0,\"id\":") && strstr(t, "\"in_range\":false") &&
           strstr(t, "\"level\":3") && strstr(t, "\"cache\":{\"bloom\":") &&
-          strstr(t, "\"data\":\"miss\"") && strstr(t, "\"value\":\"1\""));
+          strstr(t, "\"data\":\"mapped\"") && strstr(t, "\"value\":\"1\""));
     kiwi_free(t);
 
     t = kiwi_trace(db, "gone", 4); /* a tombstone answers in the memtable */
@@ -93,15 +93,30 @@ static void test_trace_each_layer(void)
     CHECK(t && strstr(t, "\"key\":\"bin\\u0000\\u0001\\u00ff\""));
     kiwi_free(t);
 
-    /* a get through the cache: the second read of the block is a data-tier hit */
+    /* in place (the default): the block is checked once, the data tier is not asked */
+    const char *bc = "\"block_cache\":{\"data\":";
     char *v = NULL;
     size_t vl;
-    double hits0 = stat_num(db, "\"block_cache\":{\"data\":", "hits");
+    double hits0 = stat_num(db, bc, "hits");
+    CHECK(kiwi_get(db, NULL, "deep", 4, &v, &vl, NULL) == KIWI_OK);
+    kiwi_free(v);
+    double verified = stat_num(db, bc, "verified_blocks");
+    CHECK(verified >= 1);
+    CHECK(kiwi_get(db, NULL, "deep", 4, &v, &vl, NULL) == KIWI_OK);
+    kiwi_free(v);
+    CHECK(stat_num(db, bc, "hits") == hits0 && stat_num(db, bc, "verified_blocks") == verified);
+    /* data_reads=cached, live: the second read of the block is a data-tier hit */
+    CHECK(kiwi_set_option(db, "data_reads", "cached", NULL) == KIWI_OK);
     CHECK(kiwi_get(db, NULL, "deep", 4, &v, &vl, NULL) == KIWI_OK);
     kiwi_free(v);
     CHECK(kiwi_get(db, NULL, "deep", 4, &v, &vl, NULL) == KIWI_OK);
     kiwi_free(v);
-    CHECK(stat_num(db, "\"block_cache\":{\"data\":", "hits") >= hits0 + 1);
+    CHECK(stat_num(db, bc, "hits") >= hits0 + 1);
+    t = kiwi_trace(db, "deep", 4);
+    CHECK(t && strstr(t, "\"data\":\"hit\""));
+    kiwi_free(t);
+    CHECK(kiwi_set_option(db, "data_reads", "sometimes", NULL) == KIWI_INVALID_ARGUMENT);
+    CHECK(kiwi_set_option(db, "data_reads", "in_place", NULL) == KIWI_OK);
 
     /* listings */
     char *levels = kiwi_property(db, "levels");

@@ -243,6 +243,20 @@ static void same_iteration(kw_table *t, kw_table *plain, bool fill)
 
 /* A data tier too small for most blocks (constant eviction; the 1 MiB block never fits), the
  * index tier off and a filter read in place; the index read in place; tiers that hold all. */
+/* A block cache whose tables read data blocks through the data tier. */
+static kw_block_cache *cached_cache(size_t data, size_t index, size_t bloom)
+{
+    kw_block_cache *bc = kw_block_cache_create(data, index, bloom);
+    kw_block_cache_set_data_reads(bc, KW_DATA_READS_CACHED);
+    return bc;
+}
+
+/* Either data_reads mode (mode 0: in place, 1: cached). */
+static kw_block_cache *mode_cache(int mode, size_t data, size_t index, size_t bloom)
+{
+    return mode == 1 ? cached_cache(data, index, bloom) : kw_block_cache_create(data, index, bloom);
+}
+
 static void test_table_mixed_same_answers(void)
 {
     char *dir = ctest_tmpdir("tcache");
@@ -252,8 +266,9 @@ static void test_table_mixed_same_answers(void)
     kw_table *plain;
     CHECK(kw_table_open(path, 5, &plain, NULL) == KIWI_OK);
     size_t budgets[3][3] = {{2000, 0, 64}, {2000, 100, 1u << 30}, {1u << 30, 1u << 30, 1u << 30}};
-    for (int b = 0; b < 3; b++) {
-        kw_block_cache *bc = kw_block_cache_create(budgets[b][0], budgets[b][1], budgets[b][2]);
+    for (int run = 0; run < 6; run++) {
+        int b = run % 3, mode = run / 3;
+        kw_block_cache *bc = mode_cache(mode, budgets[b][0], budgets[b][1], budgets[b][2]);
         kw_table *t;
         CHECK(kw_table_open_cached(path, 5, bc, &t, NULL) == KIWI_OK);
         for (int pass = 0; pass < 2; pass++) /* the second pass hits where the tiers can */
@@ -268,8 +283,8 @@ static void test_table_mixed_same_answers(void)
         same_iteration(t, plain, b != 1);
         CHECK(kw_table_verify(t, NULL) == KIWI_OK);
         kw_cache_stats d = stats(bc->data);
-        CHECK(d.usage <= d.capacity && d.hits > 0);
-        if (b < 2)
+        CHECK(d.usage <= d.capacity && (mode == 0 ? d.inserts == 0 && d.misses == 0 : d.hits > 0));
+        if (b < 2 && mode == 1)
             CHECK(d.evictions > 100);
         if (b == 1)
             CHECK_EQ_U64(stats(bc->index).inserts, 0); /* in place: never built for the tier */
@@ -290,7 +305,7 @@ static void test_table_data_hits(void)
 {
     char *dir = ctest_tmpdir("tcache");
     char *path = make_table(dir);
-    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_block_cache *bc = cached_cache(1u << 30, 1u << 30, 1u << 30);
     kw_table *t;
     char *err = NULL;
     char **errp = &err;
@@ -336,7 +351,7 @@ static void test_table_fill_cache_false(void)
 {
     char *dir = ctest_tmpdir("tcache");
     char *path = make_table(dir);
-    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_block_cache *bc = cached_cache(1u << 30, 1u << 30, 1u << 30);
     kw_table *t;
     char *err = NULL;
     char **errp = &err;
@@ -373,7 +388,7 @@ static void test_table_corrupt_never_cached(void)
     CHECK(get_i(t, 500, true, &info, &err) == KIWI_OK);
     kw_table_unref(t);
     flip_byte(path, info.block_offset + 7);
-    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_block_cache *bc = cached_cache(1u << 30, 1u << 30, 1u << 30);
     CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
     for (int round = 0; round < 3; round++) {
         CHECK(get_i(t, 500, true, &info, &err) == KIWI_CORRUPTION);
@@ -622,7 +637,7 @@ static void test_table_erase_on_unref(void)
 {
     char *dir = ctest_tmpdir("tcache");
     char *path = make_table(dir);
-    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_block_cache *bc = cached_cache(1u << 30, 1u << 30, 1u << 30);
     kw_table *t, *other;
     char *err = NULL;
     char **errp = &err;
@@ -674,8 +689,9 @@ static void test_table_same_results(void)
     char *err = NULL;
     char **errp = &err;
     CHECK_OK(kw_table_open(path, 42, &plain, &err), errp);
-    for (int b = 0; b < 4; b++) {
-        kw_block_cache *bc = kw_block_cache_create(budgets[b][0], budgets[b][1], budgets[b][2]);
+    for (int run = 0; run < 8; run++) {
+        int b = run % 4, mode = run / 4;
+        kw_block_cache *bc = mode_cache(mode, budgets[b][0], budgets[b][1], budgets[b][2]);
         kw_table *t;
         CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
         for (int i = 0; i < NKEYS; i += 7) {
@@ -684,8 +700,10 @@ static void test_table_same_results(void)
             CHECK(a.block_offset == c.block_offset && a.block_index == c.block_index &&
                   a.bloom_may_contain == c.bloom_may_contain);
             if (b == 0)
-                CHECK(c.data_cache == KW_CACHE_OFF && c.index_cache == KW_CACHE_OFF &&
-                      c.bloom_cache == KW_CACHE_OFF);
+                CHECK(c.data_cache == (mode == 1 ? KW_CACHE_OFF : KW_CACHE_MAPPED) &&
+                      c.index_cache == KW_CACHE_OFF && c.bloom_cache == KW_CACHE_OFF);
+            if (mode == 0)
+                CHECK(c.data_cache == KW_CACHE_MAPPED && a.data_cache == KW_CACHE_MAPPED);
             char k[16];
             snprintf(k, sizeof k, "key%08d", i * 2 + 1); /* absent */
             kw_lookup r1, r2;
@@ -695,8 +713,11 @@ static void test_table_same_results(void)
             CHECK(r1 == KW_LOOKUP_MISS && r2 == KW_LOOKUP_MISS);
         }
         CHECK_EQ_U64(scan(t, true), NKEYS);
-        if (b == 1)
+        if (b == 1 && mode == 1)
             CHECK(stats(bc->data).evictions > 100 && stats(bc->data).usage <= 9000);
+        if (mode == 0)
+            CHECK(stats(bc->data).inserts == 0 &&
+                  bc->verified == kw_table_properties(t)->data_blocks);
         kw_table_unref(t);
         kw_block_cache_destroy(bc);
     }
@@ -706,8 +727,100 @@ static void test_table_same_results(void)
     ctest_rmtree(dir);
 }
 
+/* ---- data blocks in place -------------------------------------------------------------------- */
+
+/* The default mode: blocks come from the mapping, each CRC checked once, the tier untouched;
+ * a corrupt block fails every read (it is never marked checked), its neighbours do not. */
+static void test_table_in_place_checked_once(void)
+{
+    char *dir = ctest_tmpdir("tcache");
+    char *path = make_table(dir);
+    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_table *t;
+    char *err = NULL;
+    char **errp = &err;
+    kw_table_lookup_info info, other;
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    CHECK(get_i(t, 5, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_MAPPED);
+    CHECK(get_i(t, 6, true, &other, &err) == KIWI_OK && other.data_cache == KW_CACHE_MAPPED);
+    CHECK(info.block_index == other.block_index); /* the same block: checked once */
+    CHECK_EQ_U64(bc->verified, 1);
+    CHECK(get_i(t, NKEYS - 1, true, &info, &err) == KIWI_OK);
+    CHECK_EQ_U64(bc->verified, 2);
+    CHECK_EQ_U64(scan(t, true), NKEYS);
+    CHECK_EQ_U64(bc->verified, kw_table_properties(t)->data_blocks);
+    CHECK_EQ_U64(scan(t, true), NKEYS);
+    CHECK_EQ_U64(bc->verified, kw_table_properties(t)->data_blocks);
+    kw_cache_stats d = stats(bc->data);
+    CHECK(d.inserts == 0 && d.hits == 0 && d.misses == 0 && d.usage == 0);
+    CHECK(get_i(t, 500, true, &info, &err) == KIWI_OK);
+    kw_table_unref(t);
+
+    flip_byte(path, info.block_offset + 7);
+    kw_block_cache *fresh = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_table *plain;
+    CHECK_OK(kw_table_open_cached(path, 42, fresh, &t, &err), errp);
+    CHECK_OK(kw_table_open(path, 42, &plain, &err), errp); /* no cache: the same rule */
+    for (int round = 0; round < 3; round++) {
+        CHECK(get_i(t, 500, true, &info, &err) == KIWI_CORRUPTION);
+        CHECK(err != NULL && strstr(err, "checksum mismatch") != NULL);
+        CHECK(get_i(plain, 500, true, &info, &err) == KIWI_CORRUPTION);
+        CHECK(get_i(t, 0, true, &other, &err) == KIWI_OK);
+    }
+    CHECK_EQ_U64(fresh->verified, 1); /* block 0 only */
+    kiwi_status st;
+    CHECK(scan_st(t, true, &st) < NKEYS && st == KIWI_CORRUPTION);
+    CHECK(scan_st(t, true, &st) < NKEYS && st == KIWI_CORRUPTION); /* still, after a scan */
+    CHECK(kw_table_verify(t, NULL) == KIWI_CORRUPTION);
+    kw_table_unref(t);
+    kw_table_unref(plain);
+    kw_block_cache_destroy(fresh);
+    kw_block_cache_destroy(bc);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+/* The mode changes at run time: a cached read misses then hits; back in place the tier is
+ * not asked (its copy ages out or goes with the table). */
+static void test_table_data_reads_switch(void)
+{
+    char *dir = ctest_tmpdir("tcache");
+    char *path = make_table(dir);
+    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_table *t;
+    char *err = NULL;
+    char **errp = &err;
+    kw_table_lookup_info info;
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    CHECK(kw_block_cache_data_reads(bc) == KW_DATA_READS_IN_PLACE);
+    CHECK(get_i(t, 9, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_MAPPED);
+    kw_block_cache_set_data_reads(bc, KW_DATA_READS_CACHED);
+    CHECK(kw_block_cache_data_reads(bc) == KW_DATA_READS_CACHED);
+    CHECK(get_i(t, 9, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_MISS);
+    CHECK(get_i(t, 9, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_HIT);
+    kw_buf js;
+    kw_buf_init(&js);
+    kw_block_cache_stats_json(bc, &js);
+    kw_buf_push(&js, '\0');
+    CHECK(strstr(js.data, "\"data_reads\":\"cached\",\"verified_blocks\":1}") != NULL);
+    kw_buf_free(&js);
+    kw_block_cache_set_data_reads(bc, KW_DATA_READS_IN_PLACE);
+    CHECK(get_i(t, 9, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_MAPPED);
+    CHECK_EQ_U64(stats(bc->data).hits, 1);
+    CHECK_EQ_U64(stats(bc->data).entries, 1);
+    kw_table_unref(t);
+    CHECK_EQ_U64(stats(bc->data).entries, 0);
+    kw_block_cache_destroy(bc);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
+    RUN(test_table_in_place_checked_once);
+    RUN(test_table_data_reads_switch);
     RUN(test_table_mixed_same_answers);
     RUN(test_table_data_hits);
     RUN(test_table_fill_cache_false);
