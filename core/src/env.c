@@ -298,6 +298,34 @@ kiwi_status kw_mmap_file(const char *path, kw_mmap *out, char **errmsg)
     return st;
 }
 
+static size_t page_size(void)
+{
+    static size_t cached; /* atomic: every thread that races here stores the same value */
+    size_t p = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (p == 0) {
+        p = (size_t)sysconf(_SC_PAGESIZE);
+        __atomic_store_n(&cached, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+
+bool kw_mmap_resident(const kw_mmap *m, uint64_t off, uint64_t len)
+{
+    size_t page = page_size();
+    if (m->data == NULL || off > m->size || len > m->size - off || len > KW_MMAP_RESIDENT_MAX)
+        return false;
+    uintptr_t start = ((uintptr_t)m->data + off) & ~(uintptr_t)(page - 1);
+    uintptr_t end = (uintptr_t)m->data + off + (len > 0 ? len : 1);
+    unsigned char vec[KW_MMAP_RESIDENT_MAX / 4096 + 2];
+    size_t pages = (end - start + page - 1) / page;
+    if (pages > sizeof vec || mincore((void *)start, end - start, vec) != 0)
+        return false;
+    for (size_t i = 0; i < pages; i++)
+        if (!(vec[i] & 1))
+            return false;
+    return true;
+}
+
 void kw_munmap(kw_mmap *m)
 {
     if (m->data != NULL)

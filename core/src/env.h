@@ -77,6 +77,11 @@ typedef struct {
 } kw_mmap;
 kiwi_status kw_mmap_file(const char *path, kw_mmap *out, char **errmsg);
 void kw_munmap(kw_mmap *m);
+/* Whether every page of [off, off + len) of the mapping is in memory now (mincore), so reading
+ * it will not wait for the disk (unless the kernel drops a page in between). False for ranges
+ * over KW_MMAP_RESIDENT_MAX bytes, outside the mapping, or when mincore fails. */
+#define KW_MMAP_RESIDENT_MAX (64u * 1024u)
+bool kw_mmap_resident(const kw_mmap *m, uint64_t off, uint64_t len);
 
 /* ---- whole files ---- */
 /* Reads a whole file into a malloc'd buffer (NUL-terminated for convenience). */

@@ -159,6 +159,14 @@ kiwi_status kw_table_get_ex(kw_table *t, kw_slice ukey, uint64_t seq, bool fill_
                             kw_lookup *result, kw_buf *value_out, kw_table_lookup_info *info,
                             char **errmsg);
 
+/* kw_table_get_ex (fill_cache false) for a caller that must not wait for the disk (the event
+ * loop of kiwi_get_nowait): KIWI_BUSY, with no message and nothing in value_out, when the
+ * answer needs a part that is not in memory now: a filter or index not published in the
+ * table's lease (nor private to the table), or a data block neither a data-tier hit nor wholly
+ * in the page cache (mincore). Everything else as kw_table_get_ex, errors included. */
+kiwi_status kw_table_get_resident(kw_table *t, kw_slice ukey, uint64_t seq, kw_lookup *result,
+                                  kw_buf *value_out, kw_table_lookup_info *info, char **errmsg);
+
 /* An internal iterator over every entry; holds a reference to t until destroyed. It pins the
  * table's index (cache entry or private copy) for its life and the data block it is in while
  * it is there. kw_table_iter(t) == kw_table_iter_ex(t, true). */
@@ -289,6 +297,16 @@ kiwi_status kw_table_bloom_check(kw_table *t, kw_slice ukey, bool *may_contain,
 kiwi_status kw_table_block_acquire(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
                                    bool fill_cache, kw_block_ref *ref, kw_cache_result *res,
                                    char **errmsg);
+/* For reads that must not wait for the disk (kw_table_get_resident): the same three steps when
+ * what they read is in memory (the filter and index published in the lease or private to the
+ * table; the block a data-tier hit or every page of it in the page cache), else KIWI_BUSY
+ * having read nothing of the part. */
+kiwi_status kw_table_bloom_check_resident(kw_table *t, kw_slice ukey, bool *may_contain);
+kiwi_status kw_table_index_search_resident(kw_table *t, kw_slice target, kw_block_loc *loc,
+                                           char **errmsg);
+kiwi_status kw_table_block_acquire_resident(kw_table *t, uint32_t i, uint64_t off,
+                                            uint64_t size, kw_block_ref *ref,
+                                            kw_cache_result *res, char **errmsg);
 static inline void kw_table_block_release(kw_table *t, kw_block_ref *ref)
 {
     if (ref->handle != NULL)

@@ -49,14 +49,29 @@ static kiwi_status search_block(const kw_table *t, const kw_block *b, kw_slice u
     return st;
 }
 
+/* How a lookup reads: fill_cache, or "resident" (only what is in memory, else KIWI_BUSY). */
+typedef struct {
+    bool fill_cache;
+    bool resident;
+} read_mode;
+
+static kiwi_status find_block(kw_table *t, kw_slice target, read_mode m, kw_block_loc *loc,
+                              kw_cache_result *res, char **errmsg)
+{
+    if (!m.resident)
+        return kw_table_index_search(t, target, loc, res, errmsg);
+    *res = KW_CACHE_HIT;
+    return kw_table_index_search_resident(t, target, loc, errmsg);
+}
+
 /* Index, data block, search. A found value goes to *map_value (translated into the map: a
  * cached copy holds the map's bytes at the same offsets) and/or is appended to value_out. */
-static kiwi_status search_table(kw_table *t, kw_slice ukey, kw_slice target, bool fill_cache,
+static kiwi_status search_table(kw_table *t, kw_slice ukey, kw_slice target, read_mode m,
                                 kw_lookup *result, kw_slice *map_value, kw_buf *value_out,
                                 kw_table_lookup_info *info, char **errmsg)
 {
     kw_block_loc loc;
-    kiwi_status st = kw_table_index_search(t, target, &loc, &info->index_cache, errmsg);
+    kiwi_status st = find_block(t, target, m, &loc, &info->index_cache, errmsg);
     if (st != KIWI_OK || loc.index >= t->props.data_blocks) /* past the table's largest key */
         return st;
     info->block_read = true;
@@ -64,8 +79,12 @@ static kiwi_status search_table(kw_table *t, kw_slice ukey, kw_slice target, boo
     info->block_offset = loc.offset;
     info->block_size = loc.size;
     kw_block_ref br;
-    st = kw_table_block_acquire(t, loc.index, loc.offset, loc.size, fill_cache, &br,
-                                &info->data_cache, errmsg);
+    if (m.resident)
+        st = kw_table_block_acquire_resident(t, loc.index, loc.offset, loc.size, &br,
+                                             &info->data_cache, errmsg);
+    else
+        st = kw_table_block_acquire(t, loc.index, loc.offset, loc.size, m.fill_cache, &br,
+                                    &info->data_cache, errmsg);
     if (st != KIWI_OK)
         return st;
     kw_slice v = {NULL, 0};
@@ -79,7 +98,7 @@ static kiwi_status search_table(kw_table *t, kw_slice ukey, kw_slice target, boo
     return st;
 }
 
-static kiwi_status table_get(kw_table *t, kw_slice ukey, uint64_t seq, bool fill_cache,
+static kiwi_status table_get(kw_table *t, kw_slice ukey, uint64_t seq, read_mode m,
                              kw_lookup *result, kw_slice *map_value, kw_buf *value_out,
                              kw_table_lookup_info *info, char **errmsg)
 {
@@ -88,7 +107,13 @@ static kiwi_status table_get(kw_table *t, kw_slice ukey, uint64_t seq, bool fill
         info = &scratch;
     memset(info, 0, sizeof *info);
     *result = KW_LOOKUP_MISS;
-    kiwi_status st = kw_table_bloom_check(t, ukey, &info->bloom_may_contain, &info->bloom_cache, errmsg);
+    kiwi_status st;
+    if (m.resident) {
+        info->bloom_cache = KW_CACHE_HIT;
+        st = kw_table_bloom_check_resident(t, ukey, &info->bloom_may_contain);
+    } else {
+        st = kw_table_bloom_check(t, ukey, &info->bloom_may_contain, &info->bloom_cache, errmsg);
+    }
     if (st != KIWI_OK || !info->bloom_may_contain)
         return st;
     char stackbuf[512];
@@ -98,8 +123,8 @@ static kiwi_status table_get(kw_table *t, kw_slice ukey, uint64_t seq, bool fill
         memcpy(tbuf, ukey.data, ukey.size);
     kw_encode_fixed64(tbuf + ukey.size,
                       kw_pack_trailer(seq > KW_MAX_SEQ ? KW_MAX_SEQ : seq, KW_TYPE_FOR_SEEK));
-    st = search_table(t, ukey, kw_slice_make(tbuf, tlen), fill_cache, result, map_value,
-                      value_out, info, errmsg);
+    st = search_table(t, ukey, kw_slice_make(tbuf, tlen), m, result, map_value, value_out, info,
+                      errmsg);
     if (tbuf != stackbuf)
         free(tbuf);
     return st;
@@ -109,7 +134,7 @@ kiwi_status kw_table_get(kw_table *t, kw_slice ukey, uint64_t seq, kw_lookup *re
                          kw_slice *value, kw_table_lookup_info *info, char **errmsg)
 {
     *value = kw_slice_make(NULL, 0);
-    return table_get(t, ukey, seq, true, result, value, NULL, info, errmsg);
+    return table_get(t, ukey, seq, (read_mode){true, false}, result, value, NULL, info, errmsg);
 }
 
 kiwi_status kw_table_get_ex(kw_table *t, kw_slice ukey, uint64_t seq, bool fill_cache,
@@ -117,7 +142,16 @@ kiwi_status kw_table_get_ex(kw_table *t, kw_slice ukey, uint64_t seq, bool fill_
                             char **errmsg)
 {
     kw_buf_clear(value_out);
-    return table_get(t, ukey, seq, fill_cache, result, NULL, value_out, info, errmsg);
+    return table_get(t, ukey, seq, (read_mode){fill_cache, false}, result, NULL, value_out, info,
+                     errmsg);
+}
+
+kiwi_status kw_table_get_resident(kw_table *t, kw_slice ukey, uint64_t seq, kw_lookup *result,
+                                  kw_buf *value_out, kw_table_lookup_info *info, char **errmsg)
+{
+    kw_buf_clear(value_out);
+    return table_get(t, ukey, seq, (read_mode){false, true}, result, NULL, value_out, info,
+                     errmsg);
 }
 
 /* ---- two-level iterator ---------------------------------------------------------------------- *

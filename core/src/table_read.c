@@ -480,29 +480,28 @@ static kiwi_status block_through_tier(kw_table *t, kw_cache *c, uint64_t off, ui
     return st;
 }
 
-/* Data block i (table.h): in place by default, through the data tier in the cached mode. On
- * error nothing is held. */
-kiwi_status kw_table_block_acquire(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
-                                   bool fill_cache, kw_block_ref *ref, kw_cache_result *res,
-                                   char **errmsg)
+static kiwi_status check_block_bounds(const kw_table *t, uint32_t i, uint64_t off, uint64_t size,
+                                      char **errmsg)
 {
-    kiwi_status st = KIWI_OK;
-    kw_slice contents = kw_slice_make(t->map.data + off, size);
-    ref->handle = NULL;
-    *res = KW_CACHE_MAPPED;
     if (off > t->data_end || size > t->data_end - off || i >= t->props.data_blocks)
         return kw_error(errmsg, KIWI_CORRUPTION,
                         "%s: block %" PRIu32 " at offset %" PRIu64 ": size %" PRIu64
                         " runs past the data blocks",
                         t->path, i, off, size);
-    if (t->cache != NULL && kw_block_cache_data_reads(t->cache) == KW_DATA_READS_CACHED) {
-        kw_cache *c = tier(t, TIER_DATA);
-        *res = KW_CACHE_OFF;
-        if (is_on(c))
-            st = block_through_tier(t, c, off, size, fill_cache, ref, res, errmsg);
-        if (st != KIWI_OK)
-            return st;
-    }
+    return KIWI_OK;
+}
+
+static bool reads_cached(const kw_table *t)
+{
+    return t->cache != NULL && kw_block_cache_data_reads(t->cache) == KW_DATA_READS_CACHED;
+}
+
+/* The block in ref->handle's copy, or else in place (checked once); parsed into ref->block. */
+static kiwi_status finish_block(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
+                                kw_block_ref *ref, char **errmsg)
+{
+    kiwi_status st = KIWI_OK;
+    kw_slice contents = kw_slice_make(t->map.data + off, size);
     if (ref->handle != NULL) {
         const block_copy *v = kw_cache_value(ref->handle);
         contents = kw_slice_make(v->data, v->size);
@@ -516,6 +515,75 @@ kiwi_status kw_table_block_acquire(kw_table *t, uint32_t i, uint64_t off, uint64
         ref->handle = NULL;
     }
     return st;
+}
+
+/* Data block i (table.h): in place by default, through the data tier in the cached mode. On
+ * error nothing is held. */
+kiwi_status kw_table_block_acquire(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
+                                   bool fill_cache, kw_block_ref *ref, kw_cache_result *res,
+                                   char **errmsg)
+{
+    ref->handle = NULL;
+    *res = KW_CACHE_MAPPED;
+    kiwi_status st = check_block_bounds(t, i, off, size, errmsg);
+    if (st == KIWI_OK && reads_cached(t)) {
+        kw_cache *c = tier(t, TIER_DATA);
+        *res = KW_CACHE_OFF;
+        if (is_on(c))
+            st = block_through_tier(t, c, off, size, fill_cache, ref, res, errmsg);
+    }
+    return st == KIWI_OK ? finish_block(t, i, off, size, ref, errmsg) : st;
+}
+
+/* ---- reads that must not wait for the disk ---------------------------------------------------- */
+
+kiwi_status kw_table_bloom_check_resident(kw_table *t, kw_slice ukey, bool *may_contain)
+{
+    *may_contain = true;
+    if (!t->filter_usable)
+        return KIWI_OK;
+    if (!is_on(tier(t, TIER_BLOOM)))
+        return KIWI_BUSY; /* the filter lives only in the map */
+    kw_lease_section s;
+    const byte_copy *pub = kw_lease_enter(t->lease, KW_PART_FILTER, &s);
+    if (pub != NULL)
+        *may_contain = kw_bloom_may_contain(kw_slice_make(pub->data, pub->size), ukey);
+    leave(t, KW_PART_FILTER, &s, pub != NULL ? hit_counter(KW_PART_FILTER) : -1);
+    return pub != NULL ? KIWI_OK : KIWI_BUSY;
+}
+
+kiwi_status kw_table_index_search_resident(kw_table *t, kw_slice target, kw_block_loc *loc,
+                                           char **errmsg)
+{
+    kw_index_ref r = {__atomic_load_n(&t->own_index, __ATOMIC_ACQUIRE), NULL, NULL,
+                      (uint32_t)t->props.data_blocks};
+    if (r.array != NULL) /* private: the table's own heap memory */
+        return kw_table_find_block(t, &r, target, loc, errmsg);
+    if (!is_on(tier(t, TIER_INDEX)))
+        return KIWI_BUSY;
+    kw_lease_section s;
+    r.array = kw_lease_enter(t->lease, KW_PART_INDEX, &s);
+    kiwi_status st = r.array != NULL ? kw_table_find_block(t, &r, target, loc, errmsg) : KIWI_BUSY;
+    leave(t, KW_PART_INDEX, &s, r.array != NULL ? hit_counter(KW_PART_INDEX) : -1);
+    return st;
+}
+
+kiwi_status kw_table_block_acquire_resident(kw_table *t, uint32_t i, uint64_t off,
+                                            uint64_t size, kw_block_ref *ref,
+                                            kw_cache_result *res, char **errmsg)
+{
+    ref->handle = NULL;
+    *res = KW_CACHE_MAPPED;
+    kiwi_status st = check_block_bounds(t, i, off, size, errmsg);
+    if (st != KIWI_OK)
+        return st;
+    if (reads_cached(t) && is_on(tier(t, TIER_DATA))) {
+        ref->handle = kw_cache_lookup(tier(t, TIER_DATA), t->number, off);
+        *res = ref->handle != NULL ? KW_CACHE_HIT : KW_CACHE_MISS;
+    }
+    if (ref->handle == NULL && !kw_mmap_resident(&t->map, off, size + KW_TABLE_TRAILER_SIZE))
+        return KIWI_BUSY;
+    return finish_block(t, i, off, size, ref, errmsg);
 }
 
 

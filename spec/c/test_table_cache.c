@@ -6,6 +6,7 @@
  * number of reads), too small for their tier (read in place, never rebuilt), off and on again;
  * thrash between tables bounded; erase on unref. Threads are in test_cache.c (run under TSan).
  */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -781,6 +782,100 @@ static void test_table_in_place_checked_once(void)
     ctest_rmtree(dir);
 }
 
+/* kw_table_get_resident of key i: the status; on KIWI_OK the answer equals get_i's. */
+static kiwi_status resident_i(kw_table *t, int i, kw_table_lookup_info *info)
+{
+    char k[16], want[41];
+    ukey(k, i);
+    snprintf(want, sizeof want, "v%-39d", i);
+    kw_lookup r = KW_LOOKUP_DELETED;
+    kw_buf v;
+    kw_buf_init(&v);
+    char *err = NULL;
+    kiwi_status st = kw_table_get_resident(t, kw_slice_make(k, strlen(k)), KW_MAX_SEQ, &r, &v,
+                                           info, &err);
+    if (st == KIWI_OK)
+        CHECK(r == KW_LOOKUP_FOUND && v.len == 40 && memcmp(v.data, want, 40) == 0);
+    if (st == KIWI_BUSY)
+        CHECK(err == NULL && v.len == 0);
+    kw_buf_free(&v);
+    free(err);
+    return st;
+}
+
+/* Drops the file's pages that nothing maps from the page cache (it was synced: all clean). */
+static void drop_pages(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    CHECK(fd >= 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+    close(fd);
+}
+
+/* A read that must not wait for the disk answers from memory or says KIWI_BUSY: published
+ * filter and index, a block in the page cache; not a block the kernel dropped, nor a part that
+ * lives only in the map. */
+static void test_table_get_resident(void)
+{
+    char *dir = ctest_tmpdir("tcache");
+    char *path = make_table(dir);
+    kw_block_cache *bc = kw_block_cache_create(1u << 30, 1u << 30, 1u << 30);
+    kw_table *t;
+    char *err = NULL;
+    char **errp = &err;
+    kw_table_lookup_info info;
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    drop_pages(path); /* after open: what open read ahead but did not map goes too; the first
+                       * block is far from the meta blocks at the end, whose pages open maps */
+    kw_block_loc loc;
+    char k[16];
+    ukey(k, 5);
+    kw_buf tk;
+    kw_buf_init(&tk);
+    kw_ikey_append(&tk, kw_slice_make(k, strlen(k)), KW_MAX_SEQ, KW_TYPE_FOR_SEEK);
+    CHECK_OK(kw_table_index_search_resident(t, kw_slice_make(tk.data, tk.len), &loc, &err), errp);
+    kw_buf_free(&tk);
+    bool dropped = !kw_mmap_resident(&t->map, loc.offset, loc.size + KW_TABLE_TRAILER_SIZE);
+    if (dropped)
+        CHECK(resident_i(t, 5, &info) == KIWI_BUSY);
+    else
+        printf("the kernel kept the dropped pages: the BUSY case is not exercised\n");
+    CHECK(get_i(t, 5, true, &info, &err) == KIWI_OK); /* faults the block in */
+    CHECK(resident_i(t, 5, &info) == KIWI_OK && info.data_cache == KW_CACHE_MAPPED);
+    CHECK(info.block_index == loc.index);
+    char absent[16];
+    snprintf(absent, sizeof absent, "key%08d", 1401); /* odd: never written */
+    kw_lookup r;
+    kw_buf v;
+    kw_buf_init(&v);
+    kiwi_status st = kw_table_get_resident(t, kw_slice_make(absent, 11), KW_MAX_SEQ, &r, &v,
+                                           &info, NULL);
+    CHECK((st == KIWI_OK && r == KW_LOOKUP_MISS) || (st == KIWI_BUSY && info.bloom_may_contain));
+    kw_table_unref(t);
+    kw_block_cache_destroy(bc);
+
+    /* a filter that lives only in the map, or an index read in place: always BUSY */
+    size_t budgets[2][3] = {{1u << 30, 1u << 30, 0}, {1u << 30, 100, 1u << 30}};
+    for (int b = 0; b < 2; b++) {
+        bc = kw_block_cache_create(budgets[b][0], budgets[b][1], budgets[b][2]);
+        CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+        CHECK(get_i(t, 700, true, &info, &err) == KIWI_OK);
+        CHECK(resident_i(t, 700, &info) == KIWI_BUSY);
+        kw_table_unref(t);
+        kw_block_cache_destroy(bc);
+    }
+    /* cached mode: a data-tier hit answers even when the page cache lost the block */
+    bc = cached_cache(1u << 30, 1u << 30, 1u << 30);
+    CHECK_OK(kw_table_open_cached(path, 42, bc, &t, &err), errp);
+    CHECK(get_i(t, 900, true, &info, &err) == KIWI_OK && info.data_cache == KW_CACHE_MISS);
+    CHECK(resident_i(t, 900, &info) == KIWI_OK && info.data_cache == KW_CACHE_HIT);
+    kw_table_unref(t);
+    kw_block_cache_destroy(bc);
+    kw_buf_free(&v);
+    free(err);
+    free(path);
+    ctest_rmtree(dir);
+}
+
 /* The mode changes at run time: a cached read misses then hits; back in place the tier is
  * not asked (its copy ages out or goes with the table). */
 static void test_table_data_reads_switch(void)
@@ -821,6 +916,7 @@ int main(void)
 {
     RUN(test_table_in_place_checked_once);
     RUN(test_table_data_reads_switch);
+    RUN(test_table_get_resident);
     RUN(test_table_mixed_same_answers);
     RUN(test_table_data_hits);
     RUN(test_table_fill_cache_false);
