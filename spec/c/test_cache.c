@@ -258,7 +258,8 @@ static void test_zero_budget(void)
     kw_buf_push(&b, '\0');
     CHECK(strstr(b.data, "{\"data\":{\"hits\":0,") == b.data);
     CHECK(strstr(b.data, "\"index\":{") && strstr(b.data, "\"bloom\":{") &&
-          strstr(b.data, "\"capacity\":7,\"entries\":0}}"));
+          strstr(b.data, "\"capacity\":7,\"entries\":0},"
+                         "\"data_reads\":\"in_place\",\"verified_blocks\":0}"));
     kw_buf_free(&b);
     kw_block_cache_destroy(bc);
 }
