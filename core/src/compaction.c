@@ -140,6 +140,82 @@ static kw_file_meta *pick_file(const kw_version *v, int level, const kw_buf *cur
     return v->files[level][0];
 }
 
+/* ---- read-triggered compaction -------------------------------------------------------- */
+
+/* The file of sorted level `level` whose range holds ukey, or NULL. */
+static kw_file_meta *level_file_holding(const kw_version *v, int level, kw_slice ukey)
+{
+    size_t lo = 0, hi = v->nfiles[level];
+    while (lo < hi) { /* first file whose largest user key >= ukey */
+        size_t mid = (lo + hi) / 2;
+        if (kw_slice_compare(user_largest(v->files[level][mid]), ukey) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == v->nfiles[level] || kw_slice_compare(user_smallest(v->files[level][lo]), ukey) > 0)
+        return NULL;
+    return v->files[level][lo];
+}
+
+kw_file_meta *kw_compaction_sample_file(const kw_version *v, kw_slice ukey)
+{
+    kw_file_meta *first = NULL;
+    for (size_t i = 0; i < v->nfiles[0]; i++) { /* newest first */
+        if (!overlaps(v->files[0][i], &ukey, &ukey))
+            continue;
+        if (first)
+            return first;
+        first = v->files[0][i];
+    }
+    for (int l = 1; l < KW_MAX_LEVELS; l++) {
+        kw_file_meta *m = level_file_holding(v, l, ukey);
+        if (m == NULL)
+            continue;
+        if (first)
+            return first;
+        first = m;
+    }
+    return NULL; /* at most one file holds ukey: nothing to flatten */
+}
+
+/* The first file of `level` whose read budget is spent, or NULL. */
+static kw_file_meta *spent_file(const kw_version *v, int level)
+{
+    for (size_t i = 0; i < v->nfiles[level]; i++)
+        if (atomic_load_explicit(&v->files[level][i]->seeks_left, memory_order_relaxed) <= 0)
+            return v->files[level][i];
+    return NULL;
+}
+
+/* A compaction for the first spent file of the highest free level above the last; NULL if
+ * none. L0 follows the L0 rule: every L0 file (they overlap each other). */
+static kw_compaction *pick_read_triggered(const kw_version *v, const kiwi_options *o,
+                                          const bool *busy)
+{
+    for (int l = 0; l < (int)o->max_levels && l + 1 < KW_MAX_LEVELS; l++) {
+        if (busy[l] || busy[l + 1])
+            continue;
+        kw_file_meta *m = spent_file(v, l);
+        if (m == NULL)
+            continue;
+        kw_compaction *c = compaction_new(l);
+        c->reason = "reads";
+        c->read_triggered = true;
+        if (l == 0) {
+            for (size_t i = 0; i < v->nfiles[0]; i++)
+                add_input(c, 0, v->files[0][i]);
+        } else {
+            add_input(c, 0, m);
+        }
+        add_overlapping_below(c, v);
+        return c;
+    }
+    return NULL;
+}
+
+/* ---- picking ------------------------------------------------------------------------------ */
+
 kw_compaction *kw_compaction_pick(const kw_version *v, const kiwi_options *o, const bool *busy,
                                   kw_buf *cursor)
 {
@@ -155,7 +231,7 @@ kw_compaction *kw_compaction_pick(const kw_version *v, const kiwi_options *o, co
         }
     }
     if (best < 0)
-        return NULL;
+        return pick_read_triggered(v, o, busy);
     kw_compaction *c = compaction_new(best);
     c->score = best_score;
     if (best == 0) {
@@ -270,7 +346,8 @@ size_t kw_compaction_drop_inputs_from(kw_compaction *c, uint64_t min_number)
 void kw_compaction_done(const kw_compaction *c, kw_buf *cursor)
 {
     kw_slice lo = {NULL, 0}, hi = {NULL, 0};
-    if (c->level == 0 || c->ninputs[0] == 0 || c->output_level > c->level + 1)
+    if (c->level == 0 || c->ninputs[0] == 0 || c->output_level > c->level + 1 ||
+        c->read_triggered) /* the round robin goes on where size compactions left it */
         return;
     input_range(c, &lo, &hi);
     kw_buf_clear(&cursor[c->level]);

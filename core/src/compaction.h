@@ -13,6 +13,11 @@
  *  - The level with the highest score (size / target, or L0 files / threshold) >= 1 goes first;
  *    a compaction Ln -> Ln+1 reserves both levels, so compactions that share no level run in
  *    parallel.
+ *  - Read-triggered (reason "reads"): when no level scores >= 1, a file whose read budget is
+ *    spent (kw_file_meta.seeks_left <= 0, see kw_file_charge_read) is compacted: an L0 file by
+ *    the L0 rule (all L0 files + the L1 files they overlap), a file of L1.. with the files of the
+ *    next level it overlaps (moved when it overlaps none; it then stays spent, so it keeps
+ *    sinking until it meets the files it is read with). Upper levels first.
  * The merge drops a version when a newer version of the same key is visible to every live
  * snapshot, and a tombstone when no snapshot needs it and no deeper level may hold the key.
  * Outputs are cut at target_file_size_mb, always between two user keys (all versions of a key
@@ -21,6 +26,7 @@
 #ifndef KW_COMPACTION_H
 #define KW_COMPACTION_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -37,12 +43,13 @@ typedef struct {
                                  * from every level above it) */
     bool trivial_move;          /* one input file, nothing below it overlaps: just move it */
     bool manual;                /* from kiwi_compact_range */
-    const char *reason;         /* "l0_files", "level_size", "tombstones", "manual" */
+    bool read_triggered;        /* a file's read budget ran out (reason "reads") */
+    const char *reason;         /* "l0_files", "level_size", "tombstones", "reads", "manual" */
     double score;
 } kw_compaction;
 
-/* Scores and picks the most urgent compaction in v whose levels are not in `busy`;
- * NULL if nothing needs compacting. `cursor[level]` is the level's round-robin position (the
+/* Scores and picks the most urgent compaction in v whose levels are not in `busy`, else a
+ * read-triggered one (a spent read budget); NULL if nothing needs compacting. `cursor[level]` is the level's round-robin position (the
  * largest user key last compacted there, malloc'd; updated by kw_compaction_done). */
 kw_compaction *kw_compaction_pick(const kw_version *v, const kiwi_options *o, const bool *busy,
                                   kw_buf *cursor);
@@ -70,6 +77,23 @@ size_t kw_compaction_drop_inputs_from(kw_compaction *c, uint64_t min_number);
 void kw_compaction_done(const kw_compaction *c, kw_buf *cursor);
 void kw_compaction_free(kw_compaction *c);
 uint64_t kw_compaction_input_bytes(const kw_compaction *c);
+
+/* Charges one read to m, the first file a read consulted when it had to consult another one
+ * too (a point read that missed in m, or an iterator sample that several files overlap). True
+ * exactly once per file: for the read that spent its budget (the caller then wakes a compaction
+ * thread). Thread-safe and cheap: one relaxed load, then one relaxed decrement while the budget
+ * lasts (a spent file's counter is no longer written, so its cache line stays shared). */
+static inline bool kw_file_charge_read(kw_file_meta *m)
+{
+    if (atomic_load_explicit(&m->seeks_left, memory_order_relaxed) <= 0)
+        return false;
+    return atomic_fetch_sub_explicit(&m->seeks_left, 1, memory_order_relaxed) == 1;
+}
+
+/* For an iterator's read sample at user key ukey: the first file a point read would consult
+ * (the newest L0 file holding ukey in its range, else the one of the highest level) when at
+ * least two files of v hold ukey in their range; NULL otherwise. */
+kw_file_meta *kw_compaction_sample_file(const kw_version *v, kw_slice ukey);
 
 /* Per-level score as used by the picker (for stats). */
 double kw_compaction_score(const kw_version *v, const kiwi_options *o, int level);

@@ -83,6 +83,7 @@ typedef struct kw_stats {
     atomic_uint_fast64_t compactions, compaction_bytes_read, compaction_bytes_written;
     atomic_uint_fast64_t compaction_micros, compaction_dropped_versions;
     atomic_uint_fast64_t compaction_dropped_tombstones, trivial_moves, manual_compactions;
+    atomic_uint_fast64_t read_compactions; /* picked because a file's read budget ran out */
     atomic_uint_fast64_t slowdowns, slowdown_micros;
 } kw_stats;
 
@@ -150,6 +151,9 @@ kw_super *kw_super_acquire(kiwi_db *db);  /* pins the current view (takes mu bri
 void kw_super_release(kw_super *s);
 void kw_db_install_super(kiwi_db *db);    /* REQUIRES: mu; rebuilds db->super */
 uint64_t kw_db_read_seq(kiwi_db *db, const kiwi_read_options *ro);
+/* Charges a read to m (kw_file_charge_read); wakes a compaction thread when that spends m's
+ * budget (once per file). Takes mu only then. */
+void kw_db_charge_read(kiwi_db *db, kw_file_meta *m);
 
 /* db_write.c */
 kiwi_status kw_db_new_wal(kiwi_db *db, char **errmsg); /* REQUIRES: mu */

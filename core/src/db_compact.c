@@ -3,6 +3,8 @@
  * manifest, manual kiwi_compact_range, and the snapshot horizon. The policy and the merge live in
  * compaction.c.
  *
+ * Readers wake the threads (kw_db_charge_read) when a file's read budget runs out; the picker
+ * then chooses a read-triggered compaction if nothing size- or count-triggered is due.
  * A compaction reserves its two levels (level_busy) under the mutex, runs with the mutex
  * released, then commits its edit under the single-committer rule shared with flushes
  * (kw_db_commit_begin/end). Input files stay pinned by the compaction and by any reader's view;
@@ -52,6 +54,8 @@ static void account(kiwi_db *db, const kw_compaction *c, const kw_compaction_sta
 {
     atomic_fetch_add(&db->stats.compactions, 1);
     atomic_fetch_add(&db->stats.compaction_micros, us);
+    if (c->read_triggered)
+        atomic_fetch_add(&db->stats.read_compactions, 1);
     if (c->trivial_move) {
         atomic_fetch_add(&db->stats.trivial_moves, 1);
         return;

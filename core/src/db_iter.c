@@ -16,10 +16,14 @@
  * stays put until this iterator moves, so nothing is copied; REVERSE, copies (key, value
  * buffers), since the merge has already moved past the entry. Moving forward copies only the
  * user key being left (into skip), to recognise its older versions after the merge moved.
+ * Read sampling (as LevelDB's): every entry read counts its key and value bytes down; about once
+ * per MiB (a random distance) the current key is a sample, which charges the first of the files
+ * overlapping it when two or more do (read-triggered compaction, compaction.h).
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "compaction.h"
 #include "db.h"
 #include "dbformat.h"
 #include "level_iter.h"
@@ -42,8 +46,44 @@ struct kiwi_iter {
     kw_buf seek;  /* scratch: an internal seek key */
     kiwi_status status;
     char *errmsg;
+    int64_t sample_left; /* bytes to read before the next read sample */
+    uint32_t rng;        /* xorshift32 state for the sample periods (never 0) */
     struct kiwi_iter *prev, *next; /* the db's list of live iterators (guarded by db->mu) */
 };
+
+/* ---- read sampling (read-triggered compaction, compaction.h) ------------------------------ */
+
+#define SAMPLE_PERIOD (1 << 20) /* one sample per MiB of keys and values read, on average */
+
+/* The next distance between samples: uniform in [0, 2 * SAMPLE_PERIOD), so that a scan with a
+ * regular layout does not sample the same positions every time. */
+static int64_t sample_period(kiwi_iter *it)
+{
+    uint32_t x = it->rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    it->rng = x;
+    return (int64_t)(x % (2u * SAMPLE_PERIOD));
+}
+
+/* A sample at user key ukey: charges the first file a read of ukey would consult when several
+ * files of the view hold ukey in their range. */
+static __attribute__((noinline)) void read_sample(kiwi_iter *it, kw_slice ukey)
+{
+    it->sample_left += sample_period(it);
+    kw_file_meta *m = kw_compaction_sample_file(it->view->version, ukey);
+    if (m)
+        kw_db_charge_read(it->db, m);
+}
+
+/* Accounts one entry read from the merge (every version and tombstone counts: each was read). */
+static inline void count_read(kiwi_iter *it, kw_slice ikey, kw_slice value)
+{
+    it->sample_left -= (int64_t)(ikey.size + value.size);
+    if (it->sample_left < 0)
+        read_sample(it, kw_ikey_user(ikey));
+}
 
 static bool parse_entry(kiwi_iter *it, kw_slice ikey)
 {
@@ -78,6 +118,8 @@ static void find_next(kiwi_iter *it, bool has_skip)
         if (!parse_entry(it, ikey))
             return;
         kw_slice ukey = kw_ikey_user(ikey);
+        kw_slice value = kw_iter_value(it->merge);
+        count_read(it, ikey, value);
         if (kw_ikey_seq(ikey) <= it->seq) {
             bool hidden = has_skip &&
                           kw_slice_compare(ukey, kw_slice_make(it->skip.data, it->skip.len)) <= 0;
@@ -87,7 +129,7 @@ static void find_next(kiwi_iter *it, bool has_skip)
                     has_skip = true;
                 } else {
                     it->cur_key = ukey; /* the merge stays here until the iterator moves */
-                    it->cur_value = kw_iter_value(it->merge);
+                    it->cur_value = value;
                     it->valid = true;
                     return;
                 }
@@ -107,6 +149,8 @@ static void find_prev(kiwi_iter *it)
         kw_slice ikey = kw_iter_key(it->merge);
         if (!parse_entry(it, ikey))
             return;
+        kw_slice value = kw_iter_value(it->merge);
+        count_read(it, ikey, value);
         if (kw_ikey_seq(ikey) <= it->seq) {
             kw_slice ukey = kw_ikey_user(ikey);
             if (vt != KW_TYPE_DELETE &&
@@ -118,7 +162,7 @@ static void find_prev(kiwi_iter *it)
                 kw_buf_clear(&it->value);
             } else {
                 set_buf(&it->key, ukey);
-                set_buf(&it->value, kw_iter_value(it->merge));
+                set_buf(&it->value, value);
             }
         }
         kw_iter_prev(it->merge);
@@ -147,6 +191,10 @@ kiwi_iter *kiwi_iter_create(kiwi_db *db, const kiwi_read_options *ro)
     it->db = db;
     it->seq = kw_db_read_seq(db, ro);
     bool fill_cache = ro ? ro->fill_cache : true;
+    /* deterministic per db: the n-th iterator samples the same way in every run */
+    uint64_t nth = atomic_fetch_add(&db->stats.iterators_created, 1) + 1;
+    it->rng = (uint32_t)(nth * 2654435761u) | 1;
+    it->sample_left = sample_period(it);
     it->view = db->super;
     atomic_fetch_add(&it->view->refs, 1);
     it->next = db->iters;
@@ -175,7 +223,6 @@ kiwi_iter *kiwi_iter_create(kiwi_db *db, const kiwi_read_options *ro)
     kw_buf_init(&it->value);
     kw_buf_init(&it->skip);
     kw_buf_init(&it->seek);
-    atomic_fetch_add(&db->stats.iterators_created, 1);
     return it;
 }
 

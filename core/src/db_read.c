@@ -4,11 +4,14 @@
  * A get pins the current view (mutex held only to take a reference), then asks each layer in
  * order, newest first: the active memtable, the immutable memtables, L0 files newest first, then
  * L1.. where at most one file per level can hold the key. The first layer that knows the key
- * (a value or a tombstone) answers.
+ * (a value or a tombstone) answers. A get that consults a second SSTable charges the first one
+ * it consulted a read (read-triggered compaction, compaction.h): a file that keeps making reads
+ * look further gets compacted with what lies below it.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "compaction.h"
 #include "db.h"
 #include "dbformat.h"
 
@@ -146,7 +149,26 @@ static kiwi_status table_lookup(kiwi_db *db, kw_file_meta *m, kw_slice ukey, uin
     return st;
 }
 
-/* Looks ukey up in the view; on KW_LOOKUP_FOUND the value is copied into *value. */
+void kw_db_charge_read(kiwi_db *db, kw_file_meta *m)
+{
+    if (!kw_file_charge_read(m))
+        return;
+    pthread_mutex_lock(&db->mu); /* under mu: a worker between its pick and its wait sees it */
+    kw_compact_schedule(db);
+    pthread_mutex_unlock(&db->mu);
+}
+
+/* Counts m, a file about to be consulted: the second one charges the first (compaction.h). */
+static inline void consulted(kiwi_db *db, kw_file_meta **first, int *n, kw_file_meta *m)
+{
+    if (++*n == 1)
+        *first = m;
+    else if (*n == 2)
+        kw_db_charge_read(db, *first);
+}
+
+/* Looks ukey up in the view; on KW_LOOKUP_FOUND the value is copied into *value. A lookup that
+ * consults a second file charges the first one it consulted (read-triggered compaction). */
 static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t seq,
                             bool fill_cache, kw_lookup *res, kw_buf *value, char **errmsg)
 {
@@ -161,10 +183,13 @@ static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t se
         return KIWI_OK;
     }
     const kw_version *v = s->version;
+    kw_file_meta *first = NULL;
+    int nconsulted = 0;
     for (size_t i = 0; i < v->nfiles[0]; i++) {
         kw_file_meta *m = v->files[0][i];
         if (m->min_seq > seq || !key_in_range(m, ukey))
             continue;
+        consulted(db, &first, &nconsulted, m);
         kiwi_status st = table_lookup(db, m, ukey, seq, fill_cache, res, value, errmsg);
         if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
             return st;
@@ -173,6 +198,7 @@ static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t se
         kw_file_meta *m = level_file_for(v, l, ukey);
         if (m == NULL)
             continue;
+        consulted(db, &first, &nconsulted, m);
         kiwi_status st = table_lookup(db, m, ukey, seq, fill_cache, res, value, errmsg);
         if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
             return st;

@@ -41,6 +41,12 @@ typedef struct kw_file_meta {
     uint64_t entries, tombstones;
     kw_table *table; /* open reader (mmapped); NULL only while a manifest is being replayed */
     char *path;
+    /* Read-triggered compaction (compaction.h, kw_file_charge_read): how many more reads may
+     * consult this file first and then another one before it asks to be compacted. Starts at
+     * seek_budget(size) (version.c); only ever decremented (relaxed atomics), by readers.
+     * <= 0: spent; the picker takes the file when nothing size- or count-triggered is due.
+     * A moved file keeps what is left (its meta moves with it). */
+    atomic_int seeks_left;
 } kw_file_meta;
 
 typedef struct kw_version {
