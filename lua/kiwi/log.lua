@@ -22,165 +22,39 @@
 --
 -- The module is process-wide state by nature (one log file, one port), like Lua's io.stdout:
 -- one configuration at a time, `log.close()` releases it.
+--
+-- This file owns the state, the loggers, the file sink with its rotation, and configuration.
+-- The line format (JSON encoding, levels, the stderr text, `pretty`) is kiwi.log_format; the
+-- TCP server and the `kiwi logs` client are kiwi.log_stream. Their public parts are re-exported
+-- here, so callers need only kiwi.log.
 -- @module kiwi.log
 
 local uv = require("luv")
+local fmt = require("kiwi.log_format")
+local stream = require("kiwi.log_stream")
 
-local byte = string.byte
-local concat = table.concat
-local date = os.date
-local find = string.find
 local format = string.format
-local gsub = string.gsub
-local ipairs = ipairs
 local math_type = math.type
-local pairs = pairs
-local sort = table.sort
 local tostring = tostring
 local type = type
 
 local M = {}
 
-M.LEVELS = { debug = 10, info = 20, warn = 30, error = 40 }
-M.LEVEL_NAMES = { "debug", "info", "warn", "error" }
+M.LEVELS = fmt.LEVELS
+M.LEVEL_NAMES = fmt.LEVEL_NAMES
 M.DEFAULT_CLIENT_QUEUE_LIMIT = 1024 * 1024
 M.FILE_NAME = "kiwi.log"
-M.PORT_FILE = "kiwi.port"
+M.PORT_FILE = stream.PORT_FILE
 
 local LEVELS = M.LEVELS
 
--- ---- JSON encoding ------------------------------------------------------------------------------
+-- ---- the line format: kiwi.log_format -----------------------------------------------------------
 
-local function escape_byte(c)
-  local b = byte(c)
-  if c == '"' then
-    return '\\"'
-  elseif c == "\\" then
-    return "\\\\"
-  elseif c == "\n" then
-    return "\\n"
-  elseif c == "\t" then
-    return "\\t"
-  end
-  return format("\\u%04x", b)
-end
-
---- A JSON string literal for s: printable ASCII as is, every other byte as \u00XX.
--- @tparam string s
--- @treturn string
-function M.json_string(s)
-  if not find(s, '[%c"\\\128-\255]') then -- the common case: nothing to escape
-    return '"' .. s .. '"'
-  end
-  return '"' .. gsub(s, '[%c"\\\128-\255]', escape_byte) .. '"'
-end
-
-local json_string = M.json_string
-
-local encode
-
-local function encode_number(v)
-  if math_type(v) == "integer" then
-    return tostring(v)
-  end
-  if v ~= v or v == math.huge or v == -math.huge then
-    return "null"
-  end
-  if v == math.floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
-    return format("%d", v)
-  end
-  return format("%.14g", v)
-end
-
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    keys[#keys + 1] = tostring(k)
-  end
-  sort(keys)
-  return keys
-end
-
-local function encode_table(t, depth)
-  if depth > 8 then
-    return '"(nested too deep)"'
-  end
-  local n = #t
-  if n > 0 or next(t) == nil then
-    local parts = {}
-    for i = 1, n do
-      parts[i] = encode(t[i], depth + 1)
-    end
-    return "[" .. concat(parts, ",") .. "]"
-  end
-  local parts = {}
-  for _, k in ipairs(sorted_keys(t)) do
-    local v = t[k]
-    if v == nil then
-      v = t[tonumber(k)]
-    end
-    parts[#parts + 1] = json_string(k) .. ":" .. encode(v, depth + 1)
-  end
-  return "{" .. concat(parts, ",") .. "}"
-end
-
-encode = function(v, depth)
-  local t = type(v)
-  if t == "string" then
-    return json_string(v)
-  elseif t == "number" then
-    return encode_number(v)
-  elseif t == "boolean" then
-    return tostring(v)
-  elseif t == "table" then
-    return encode_table(v, depth or 0)
-  elseif v == nil then
-    return "null"
-  end
-  return json_string(tostring(v))
-end
-
---- Encodes a Lua value as JSON (sorted object keys, escaped bytes; functions as their name).
-M.encode = function(v)
-  return encode(v, 0)
-end
-
-local last_sec, last_prefix = nil, nil -- os.date is the dearest part of a line: once a second
-
---- The current time as an ISO 8601 UTC timestamp with milliseconds.
-function M.timestamp()
-  local sec, usec = uv.gettimeofday()
-  if sec ~= last_sec then
-    last_sec, last_prefix = sec, date("!%Y-%m-%dT%H:%M:%S", sec)
-  end
-  return last_prefix .. format(".%03dZ", usec // 1000)
-end
-
-local RESERVED = { ts = true, level = true, logger = true, event = true }
-
---- Formats one log line (with its trailing newline).
--- @tparam string level
--- @tparam string logger
--- @tparam string event
--- @tparam[opt] table fields (keys ts, level, logger, event are renamed with a leading "_")
--- @treturn string
-function M.format_line(level, logger, event, fields)
-  local parts = {
-    '{"ts":"', M.timestamp(), '","level":"', level, '","logger":', json_string(logger),
-    ',"event":', json_string(event),
-  }
-  if fields then
-    for _, k in ipairs(sorted_keys(fields)) do
-      local v = fields[k]
-      if v == nil then
-        v = fields[tonumber(k)]
-      end
-      parts[#parts + 1] = "," .. json_string(RESERVED[k] and "_" .. k or k) .. ":" .. encode(v, 1)
-    end
-  end
-  parts[#parts + 1] = "}\n"
-  return concat(parts)
-end
+M.json_string = fmt.json_string
+M.encode = fmt.encode
+M.timestamp = fmt.timestamp
+M.format_line = fmt.format_line
+M.pretty = fmt.pretty
 
 -- ---- state --------------------------------------------------------------------------------------
 
@@ -189,7 +63,7 @@ local state = {
   dir = nil,
   file = nil, -- { handle, path, size, max_bytes, keep }
   stderr = false,
-  server = nil, -- { tcp, port, clients = {tcp=true}, limit }
+  server = nil, -- from kiwi.log_stream.listen: { tcp, port, clients = {tcp=true}, limit, ... }
   dropped = 0, -- clients dropped for being slow
   lines = 0, -- lines written
 }
@@ -261,85 +135,22 @@ local function write_file(line)
   fs.size = fs.size + #line
 end
 
--- ---- the TCP broadcast sink ---------------------------------------------------------------------
+-- ---- the TCP broadcast sink: kiwi.log_stream ----------------------------------------------------
 
-local function close_handle(h)
-  if not h:is_closing() then
-    h:close()
-  end
-end
-
-local function drop_client(c)
-  local srv = state.server
-  if srv and srv.clients[c] then
-    srv.clients[c] = nil
-    close_handle(c)
-  end
-end
-
-local function broadcast(line)
-  local srv = state.server
-  local slow
-  for c in pairs(srv.clients) do
-    if uv.stream_get_write_queue_size(c) > srv.limit then
-      slow = slow or {}
-      slow[#slow + 1] = c
-    else
-      c:write(line, function(err)
-        if err then
-          drop_client(c)
-        end
-      end)
-    end
-  end
-  if slow then
-    for _, c in ipairs(slow) do
-      drop_client(c)
-      state.dropped = state.dropped + 1
-    end
-    -- said after the sweep, so the warning itself is not sent to the client being dropped
-    M.new("log"):warn("log_client_dropped", { clients = M.clients(),
-      reason = "unsent data above client_queue_limit", limit = srv.limit })
-  end
-end
-
-local function on_connection(err)
-  local srv = state.server
-  if err or not srv then
-    return
-  end
-  local c = uv.new_tcp()
-  if not srv.tcp:accept(c) then
-    close_handle(c)
-    return
-  end
-  srv.clients[c] = true
-  c:read_start(function(rerr, data)
-    if rerr or data == nil then -- the client left; anything it sends is ignored
-      drop_client(c)
-    end
-  end)
+-- Called after a broadcast dropped `n` slow clients.
+local function on_clients_dropped(n, limit)
+  state.dropped = state.dropped + n
+  M.new("log"):warn("log_client_dropped", { clients = M.clients(),
+    reason = "unsent data above client_queue_limit", limit = limit })
 end
 
 local function start_server(port, limit)
-  local tcp = uv.new_tcp()
-  local ok, err = tcp:bind("127.0.0.1", port)
-  if ok then
-    ok, err = tcp:listen(64, on_connection)
+  local port_file = state.dir and (state.dir .. "/" .. M.PORT_FILE)
+  local srv, err = stream.listen(port, limit, port_file, on_clients_dropped)
+  if not srv then
+    return nil, err
   end
-  if not ok then
-    close_handle(tcp)
-    return nil, format("cannot listen on 127.0.0.1:%d: %s", port, tostring(err))
-  end
-  local bound = tcp:getsockname().port
-  state.server = { tcp = tcp, port = bound, clients = {}, limit = limit }
-  if state.dir then
-    local f = io.open(state.dir .. "/" .. M.PORT_FILE, "w")
-    if f then
-      f:write(bound, "\n")
-      f:close()
-    end
-  end
+  state.server = srv
   return true
 end
 
@@ -349,26 +160,7 @@ local function stop_server()
     return
   end
   state.server = nil
-  for c in pairs(srv.clients) do
-    close_handle(c)
-  end
-  close_handle(srv.tcp)
-  if state.dir then
-    uv.fs_unlink(state.dir .. "/" .. M.PORT_FILE)
-  end
-end
-
--- ---- stderr sink --------------------------------------------------------------------------------
-
-local function write_stderr(level, logger, event, fields)
-  local parts = { format("%-5s %s %s", level:upper(), logger, event) }
-  if fields then
-    for _, k in ipairs(sorted_keys(fields)) do
-      local v = fields[k]
-      parts[#parts + 1] = k .. "=" .. (type(v) == "table" and encode(v, 1) or tostring(v))
-    end
-  end
-  io.stderr:write(concat(parts, " "), "\n")
+  stream.stop(srv)
 end
 
 -- ---- emitting -----------------------------------------------------------------------------------
@@ -388,10 +180,10 @@ function M.emit(level, logger, event, fields)
     write_file(line)
   end
   if state.server then
-    broadcast(line)
+    stream.broadcast(state.server, line)
   end
   if state.stderr then
-    write_stderr(level, logger, event, fields)
+    io.stderr:write(fmt.stderr_text(level, logger, event, fields), "\n")
   end
   return line
 end
@@ -561,13 +353,7 @@ end
 
 --- The number of connected log clients.
 function M.clients()
-  local n = 0
-  if state.server then
-    for _ in pairs(state.server.clients) do
-      n = n + 1
-    end
-  end
-  return n
+  return state.server and stream.count(state.server) or 0
 end
 
 --- Counters: lines written, clients dropped for being slow, current file size.
@@ -581,136 +367,11 @@ function M.file()
   return state.file and state.dir and file_path(0) or nil
 end
 
--- ---- the client: `kiwi logs` -------------------------------------------------------------------
+-- ---- the client: `kiwi logs` (kiwi.log_stream) -------------------------------------------------
 
-local COLORS = { debug = "\27[2m", info = "\27[32m", warn = "\27[33m", error = "\27[31;1m" }
+M.read_port = stream.read_port
+M.tail = stream.tail
 
---- Formats one received line for people: `HH:MM:SS.mmm LEVEL logger event key=value ...`.
--- @tparam string line a JSON line
--- @tparam[opt] boolean color ANSI colours by level
--- @treturn string|nil the text, and the record's level (nil for a line that is not JSON)
-function M.pretty(line, color)
-  local ok, rec = pcall(require("cjson").decode, line)
-  if not ok or type(rec) ~= "table" then
-    return line, nil
-  end
-  local level = tostring(rec.level)
-  local ts = type(rec.ts) == "string" and rec.ts:sub(12, 23) or "?"
-  local head = format("%s %-5s %s %s", ts, level:upper(), tostring(rec.logger or "-"),
-    tostring(rec.event))
-  if color then
-    head = format("\27[2m%s\27[0m %s%-5s\27[0m %s \27[1m%s\27[0m", ts, COLORS[level] or "", level:upper(),
-      tostring(rec.logger or "-"), tostring(rec.event))
-  end
-  local parts = { head }
-  for _, k in ipairs(sorted_keys(rec)) do
-    if not RESERVED[k] then
-      local v = rec[k]
-      if v == require("cjson").null then
-        v = "null"
-      end
-      local text = type(v) == "table" and M.encode(v) or type(v) == "number" and encode_number(v)
-        or tostring(v)
-      parts[#parts + 1] = k .. "=" .. text
-    end
-  end
-  return concat(parts, " "), level
-end
-
---- Reads the port a running kiwi advertises in <data>/logs/kiwi.port.
-function M.read_port(data)
-  local f = io.open(data .. "/logs/" .. M.PORT_FILE, "r")
-  if not f then
-    return nil
-  end
-  local p = math.tointeger(tonumber(f:read("l") or ""))
-  f:close()
-  return p
-end
-
---- Connects to a log stream and prints it until it ends (the `kiwi logs` subcommand).
--- @tparam table opts `port` (default: read from <data>/logs/kiwi.port), `data` (default
---   "./data"), `level` (lowest level shown, default "debug"), `raw` (print the JSON lines as
---   they come), `count` (leave after this many lines), `color` (default: stdout is a terminal),
---   `out`, `err` (files)
--- @treturn integer the exit code: 0 when the stream ended or `count` lines were shown, 1 when
---   there is nothing to connect to
-function M.tail(opts)
-  local out, errf = opts.out or io.stdout, opts.err or io.stderr
-  local data = opts.data or "./data"
-  local port = opts.port or M.read_port(data)
-  if not port then
-    errf:write(format("kiwi logs: no log port given and %s/logs/%s does not exist (is kiwi running"
-      .. " on %s with log_port >= 0?)\n", data, M.PORT_FILE, data))
-    return 1
-  end
-  local min = LEVELS[opts.level or "debug"] or LEVELS.debug
-  local color = opts.color
-  if color == nil then
-    color = uv.guess_handle(1) == "tty"
-  end
-  local tcp, sig = uv.new_tcp(), uv.new_signal()
-  local code, shown, buf = 0, 0, ""
-  local function stop()
-    if not tcp:is_closing() then
-      tcp:close()
-    end
-    if not sig:is_closing() then
-      sig:close()
-    end
-  end
-  local function on_line(line)
-    if opts.raw then
-      local lv = line:match('"level":"(%a+)"')
-      if (LEVELS[lv] or LEVELS.info) < min then
-        return
-      end
-      out:write(line, "\n")
-    else
-      local text, lv = M.pretty(line, color)
-      if lv and (LEVELS[lv] or LEVELS.info) < min then
-        return
-      end
-      out:write(text, "\n")
-    end
-    out:flush()
-    shown = shown + 1
-    if opts.count and shown >= opts.count then
-      stop()
-    end
-  end
-  sig:start("sigint", stop)
-  tcp:connect("127.0.0.1", port, function(err)
-    if err then
-      errf:write(format("kiwi logs: cannot connect to 127.0.0.1:%d: %s\n", port, tostring(err)))
-      code = 1
-      stop()
-      return
-    end
-    tcp:read_start(function(rerr, chunk)
-      if rerr or chunk == nil then
-        errf:write(format("kiwi logs: the stream from 127.0.0.1:%d ended%s\n", port,
-          rerr and (" (" .. tostring(rerr) .. ")") or ""))
-        stop()
-        return
-      end
-      buf = buf .. chunk
-      while true do
-        local nl = buf:find("\n", 1, true)
-        if not nl or tcp:is_closing() then
-          break
-        end
-        local line = buf:sub(1, nl - 1)
-        buf = buf:sub(nl + 1)
-        on_line(line)
-      end
-    end)
-  end)
-  uv.run("default")
-  return code
-end
-
---- Closes every output (the file, the server and its clients). Idempotent.
 -- Handles are closed; run the luv loop afterwards so their close callbacks finish.
 function M.close()
   stop_server()
