@@ -19,6 +19,7 @@
 #define KW_DB_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -60,7 +61,8 @@ typedef struct kw_writer {
     bool async;               /* kiwi_write_async: heap node, completion by callback */
     kiwi_status status;
     char *errmsg;
-    pthread_cond_t cv;        /* thread writers wait here */
+    sem_t wake;               /* thread writers wait here: posted when done or made the head
+                               * (a gathering head also when a writer ends its gathering) */
     kiwi_write_done_fn done_fn; /* async writers */
     void *done_ctx;
     struct kw_writer *next;
@@ -132,6 +134,16 @@ struct kiwi_db {
     bool stop_compactors;
     pthread_t *compactors;
     uint32_t ncompactors;
+
+    /* group commit gathering (db_write.c), guarded by mu */
+    size_t sync_queued;            /* sync writers in the writer queue */
+    size_t sync_seen;              /* sync writers at once around the last synced group */
+    uint64_t sync_micros_avg;      /* recent fdatasync duration (moving average), 0: unknown */
+    size_t gather_target;          /* >0: the head is gathering until this many are queued */
+    uint64_t gather_start;         /* when it started (microseconds) */
+    /* gatherings started; ended by the bound; ended by an arriving writer taking the group over;
+     * total microseconds (atomic: read without mu) */
+    atomic_uint_fast64_t gathers, gather_timeouts, gather_handoffs, gather_micros;
 
     pthread_t committer;           /* leads groups of async writers */
     bool has_committer;

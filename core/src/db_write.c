@@ -9,7 +9,13 @@
  * one writev and — if any member asked for sync — one fdatasync, then inserts the group into the
  * memtable. It then publishes the group's last sequence (readers never see half a group), marks
  * the members done and wakes the next leader.
+ *
+ * Gathering: a leader whose group will fdatasync first waits, briefly and bounded, until as many
+ * sync writers are queued as were writing at once around the last synced group, so writers just
+ * woken from one fdatasync share the next instead of splitting into groups of 1 and n-1. A lone
+ * sync writer (the last group saw one) never waits. docs/internals/write_path.md has the numbers.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +28,7 @@
 
 #define MAX_GROUP_BYTES (1u << 20) /* a group stops growing past 1 MiB of payload */
 #define MAX_GROUP_SIZE 256
+#define GATHER_FRACTION 4 /* a leader gathers for at most 1/4 of the recent fdatasync time */
 
 kiwi_status kw_db_new_wal(kiwi_db *db, char **errmsg)
 {
@@ -175,7 +182,8 @@ static void insert_op(void *arg, uint64_t seq, kw_value_type type, kw_slice key,
 
 /* Appends the group to the WAL and the memtable. Runs with mu released. */
 static kiwi_status commit_group(kiwi_db *db, kw_writer **group, size_t n, bool sync,
-                                kw_wal_writer *wal, kw_memtable *mem, char **errmsg)
+                                kw_wal_writer *wal, kw_memtable *mem, uint64_t *sync_us,
+                                char **errmsg)
 {
     kw_slice parts[MAX_GROUP_SIZE];
     uint64_t bytes = 0;
@@ -190,7 +198,9 @@ static kiwi_status commit_group(kiwi_db *db, kw_writer **group, size_t n, bool s
     kw_kill_point("wal.after_append");
     if (st == KIWI_OK && sync) {
         kw_kill_point("wal.before_sync");
+        uint64_t t0 = kw_now_micros();
         st = kw_wal_writer_sync(wal, errmsg);
+        *sync_us = kw_now_micros() - t0;
         atomic_fetch_add(&db->stats.wal_syncs, 1);
         kw_kill_point("wal.after_sync");
     }
@@ -229,25 +239,41 @@ static size_t pick_group(kiwi_db *db, kw_writer **group, bool *sync)
     return n;
 }
 
-/* Marks a group member done. A thread writer is woken; an async writer is moved to the
- * `completed` list, whose callbacks run after the mutex is released. REQUIRES: mu held. */
-static void finish_writer(kw_writer *w, kiwi_status st, const char *msg, kw_writer **completed)
+/* What a leader does once it has released mu: post the thread writers it finished and the thread
+ * writer it made the head, and run the async writers' callbacks. */
+typedef struct {
+    kw_writer *post[MAX_GROUP_SIZE + 1];
+    size_t nposts;
+    kw_writer *completed; /* async writers, linked by next */
+} wakeups;
+
+static void wakeups_init(wakeups *wk) /* not zeroed: only post[0..nposts) is ever read */
+{
+    wk->nposts = 0;
+    wk->completed = NULL;
+}
+
+/* Marks a group member done. A thread writer is posted and an async writer's callback runs once
+ * the leader has released mu (a writer woken while mu is held would only block on it again).
+ * REQUIRES: mu held. */
+static void finish_writer(kw_writer *w, kiwi_status st, const char *msg, wakeups *wk)
 {
     w->done = true;
     w->status = st;
     if (st != KIWI_OK && msg)
         w->errmsg = kw_strdup(msg);
     if (w->async) {
-        w->next = *completed;
-        *completed = w;
+        w->next = wk->completed;
+        wk->completed = w;
     } else {
-        pthread_cond_signal(&w->cv);
+        wk->post[wk->nposts++] = w;
     }
 }
 
-/* Wakes whoever must lead next: a thread writer at the head leads itself, an async writer at
- * the head is led by the commit thread. REQUIRES: mu held. */
-static void wake_next_leader(kiwi_db *db)
+/* Wakes whoever must lead next: a thread writer at the head leads itself (posted with the
+ * wakeups: it cannot stop being the head meanwhile, since only the head leads), an async writer
+ * at the head is led by the commit thread. REQUIRES: mu held. */
+static void wake_next_leader(kiwi_db *db, wakeups *wk)
 {
     kw_writer *h = db->writers_head;
     if (h == NULL) {
@@ -257,13 +283,18 @@ static void wake_next_leader(kiwi_db *db)
     } else if (h->async) {
         pthread_cond_signal(&db->async_cv);
     } else {
-        pthread_cond_signal(&h->cv);
+        wk->post[wk->nposts++] = h;
     }
 }
 
-/* Runs the async writers' callbacks (mutex released) and frees their nodes. */
-static void run_completions(kw_writer *completed)
+/* Posts the thread writers (each may return and free its node at once, so none is touched after
+ * its post), then runs the async writers' callbacks and frees their nodes. REQUIRES: mu
+ * released. */
+static void run_wakeups(wakeups *wk)
 {
+    for (size_t i = 0; i < wk->nposts; i++)
+        sem_post(&wk->post[i]->wake);
+    kw_writer *completed = wk->completed;
     while (completed) {
         kw_writer *w = completed;
         completed = w->next;
@@ -290,9 +321,14 @@ static kiwi_status commit_locked(kiwi_db *db, kw_writer **group, size_t n, bool 
     kw_wal_writer *wal = db->wal;
     kw_memtable *mem = db->mem;
     atomic_fetch_add(&db->stats.write_groups, 1);
+    uint64_t sync_us = 0;
     pthread_mutex_unlock(&db->mu);
-    kiwi_status st = commit_group(db, group, n, sync, wal, mem, err);
+    kiwi_status st = commit_group(db, group, n, sync, wal, mem, &sync_us, err);
     pthread_mutex_lock(&db->mu);
+    if (sync_us > 0) /* a moving average over about the last 8 fdatasyncs */
+        db->sync_micros_avg = db->sync_micros_avg == 0
+                                  ? sync_us
+                                  : (db->sync_micros_avg * 7 + sync_us) / 8;
     if (st == KIWI_OK)
         atomic_store(&db->visible_seq, last);
     else
@@ -300,36 +336,179 @@ static kiwi_status commit_locked(kiwi_db *db, kw_writer **group, size_t n, bool 
     return st;
 }
 
-/* Leads one group starting at `leader` (the queue head): makes room, commits the group, dequeues
- * it and finishes every member but the leader itself. Returns the group's status; *err gets its
- * message. REQUIRES: mu held; leader == db->writers_head. */
-static kiwi_status lead_group(kiwi_db *db, kw_writer *leader, kw_writer **completed, char **err)
+static bool is_sync_writer(const kw_writer *w)
 {
-    kw_writer *group[MAX_GROUP_SIZE];
-    size_t n = 1;
-    group[0] = leader;
-    kiwi_status st = make_room(db, leader->batch == NULL, err);
-    if (st == KIWI_OK && leader->batch != NULL) {
-        bool gsync = false;
-        n = pick_group(db, group, &gsync);
-        st = commit_locked(db, group, n, gsync, err);
-    }
-    for (size_t i = 0; i < n; i++) {
-        db->writers_head = group[i]->next;
-        if (group[i] != leader)
-            finish_writer(group[i], st, *err, completed);
-    }
-    wake_next_leader(db);
-    return st;
+    return w->sync && w->batch != NULL;
 }
 
-static void enqueue_writer(kiwi_db *db, kw_writer *w)
+/* Whether the group a leader would pick from the queue head now includes w. REQUIRES: mu. */
+static bool group_includes(kiwi_db *db, const kw_writer *w)
+{
+    kw_writer *group[MAX_GROUP_SIZE];
+    bool sync;
+    size_t n = pick_group(db, group, &sync);
+    return n > 0 && group[n - 1] == w;
+}
+
+/* Ends the head's gathering (by the head, or by the writer taking its group over). */
+static void end_gathering(kiwi_db *db)
+{
+    db->gather_target = 0;
+    atomic_fetch_add(&db->gather_micros, kw_now_micros() - db->gather_start);
+}
+
+/* Appends w to the queue. While the head gathers: a thread writer that brings the queued sync
+ * writers to the target, and that the head's group would include, takes the group over (returns
+ * true: it commits the group from the head to itself, the head becomes a member); when an async
+ * writer reaches the target or a flush request (which ends any group) arrives, the head is woken
+ * to lead. REQUIRES: mu. */
+static bool enqueue_writer(kiwi_db *db, kw_writer *w)
 {
     if (db->writers_tail)
         db->writers_tail->next = w;
     else
         db->writers_head = w;
     db->writers_tail = w;
+    if (is_sync_writer(w))
+        db->sync_queued++;
+    if (db->gather_target == 0 || (w->batch != NULL && db->sync_queued < db->gather_target))
+        return false;
+    kw_writer *head = db->writers_head;
+    if (!w->async && w->batch != NULL && !head->async && group_includes(db, w)) {
+        end_gathering(db);
+        atomic_fetch_add(&db->gather_handoffs, 1);
+        return true;
+    }
+    if (head->async)
+        pthread_cond_signal(&db->async_cv);
+    else
+        sem_post(&head->wake);
+    return false;
+}
+
+static void dequeue_head(kiwi_db *db)
+{
+    if (is_sync_writer(db->writers_head))
+        db->sync_queued--;
+    db->writers_head = db->writers_head->next;
+}
+
+/* How many queued sync writers the leader should wait for, or 0 not to wait: only when the group
+ * will fdatasync, and fewer sync writers are queued than were seen around the last synced group.
+ * REQUIRES: mu; the queue is not empty. */
+static size_t gather_target(const kiwi_db *db)
+{
+    if (db->sync_queued == 0 || db->sync_micros_avg < GATHER_FRACTION || db->closing ||
+        db->writers_tail->batch == NULL)
+        return 0;
+    size_t want = db->sync_seen < MAX_GROUP_SIZE ? db->sync_seen : MAX_GROUP_SIZE;
+    return want > db->sync_queued ? want : 0;
+}
+
+/* One wait of a gathering leader, mu released meanwhile: the commit thread waits on async_cv, a
+ * thread writer on its own semaphore. Returns false once the deadline has passed. */
+static bool gather_wait(kiwi_db *db, kw_writer *leader, const struct timespec *deadline)
+{
+    if (leader->async)
+        return pthread_cond_timedwait(&db->async_cv, &db->mu, deadline) != ETIMEDOUT;
+    pthread_mutex_unlock(&db->mu);
+    int rc;
+    do
+        rc = sem_timedwait(&leader->wake, deadline);
+    while (rc != 0 && errno == EINTR);
+    bool timed_out = rc != 0 && errno == ETIMEDOUT;
+    pthread_mutex_lock(&db->mu);
+    return !timed_out;
+}
+
+/* The head waits until the target of gather_target is queued, a flush request arrives, or
+ * 1/GATHER_FRACTION of the recent fdatasync time has passed. Returns false when a writer took
+ * the group over meanwhile (see enqueue_writer). REQUIRES: mu; leader is the head. */
+static bool gather(kiwi_db *db, kw_writer *leader)
+{
+    size_t target = gather_target(db);
+    if (target == 0)
+        return true;
+    uint64_t ns = db->sync_micros_avg / GATHER_FRACTION * 1000;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline); /* the clock of sem_timedwait and async_cv */
+    deadline.tv_sec += (time_t)(ns / 1000000000);
+    deadline.tv_nsec += (long)(ns % 1000000000);
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+    db->gather_target = target;
+    db->gather_start = kw_now_micros();
+    atomic_fetch_add(&db->gathers, 1);
+    bool timed_out = false;
+    while (!timed_out && db->gather_target > 0 && db->sync_queued < target &&
+           db->writers_tail->batch != NULL)
+        timed_out = !gather_wait(db, leader, &deadline);
+    if (db->gather_target == 0)
+        return false; /* taken over: only a taker ends a gathering it did not start */
+    atomic_fetch_add(&db->gather_timeouts, timed_out ? 1 : 0);
+    end_gathering(db);
+    return true;
+}
+
+/* Dequeues group[0..n) (the queue head onwards), finishes every member but `self`, notes how many
+ * sync writers were writing at once, and wakes the next leader. REQUIRES: mu. */
+static void finish_group(kiwi_db *db, kw_writer **group, size_t n, const kw_writer *self,
+                         bool gsync, kiwi_status st, const char *err, wakeups *wk)
+{
+    size_t nsync = 0;
+    for (size_t i = 0; i < n; i++) {
+        nsync += is_sync_writer(group[i]) ? 1 : 0;
+        dequeue_head(db);
+        if (group[i] != self)
+            finish_writer(group[i], st, err, wk);
+    }
+    if (gsync && st == KIWI_OK) /* the sync writers in the group and those queued behind it */
+        db->sync_seen = nsync + db->sync_queued;
+    wake_next_leader(db, wk);
+}
+
+/* Commits the group that starts at the queue head, which includes `self` (the head, or the writer
+ * that took a gathering over), and finishes it. REQUIRES: mu. */
+static kiwi_status commit_from_head(kiwi_db *db, kw_writer *self, wakeups *wk, char **err)
+{
+    kw_writer *group[MAX_GROUP_SIZE];
+    bool gsync = false;
+    size_t n = pick_group(db, group, &gsync);
+    kiwi_status st = commit_locked(db, group, n, gsync, err);
+    finish_group(db, group, n, self, gsync, st, *err, wk);
+    return st;
+}
+
+/* Leads one group from `leader` (the queue head): makes room, gathers, commits; a flush request
+ * only makes room. Member wakeups go to *wk, the status to *st, its message to *err. Returns false
+ * having done nothing more when a writer took the gathered group over: leader is a member of it
+ * now. REQUIRES: mu; leader == db->writers_head. */
+static bool lead_group(kiwi_db *db, kw_writer *leader, wakeups *wk, kiwi_status *st, char **err)
+{
+    *st = make_room(db, leader->batch == NULL, err);
+    if (*st != KIWI_OK || leader->batch == NULL) {
+        finish_group(db, &leader, 1, leader, false, *st, *err, wk);
+        return true;
+    }
+    if (!gather(db, leader))
+        return false;
+    *st = commit_from_head(db, leader, wk, err);
+    return true;
+}
+
+/* A thread writer's result once a leader has committed it (done). */
+static kiwi_status member_result(kw_writer *w, char **errmsg)
+{
+    sem_destroy(&w->wake); /* nobody posts it any more */
+    if (w->status != KIWI_OK && errmsg) { /* the leader's message, status name first */
+        free(*errmsg);
+        *errmsg = w->errmsg ? w->errmsg : kw_strdup(kiwi_status_name(w->status));
+        w->errmsg = NULL;
+    }
+    free(w->errmsg);
+    return w->status;
 }
 
 /* Runs one write (batch) or, with batch == NULL, a memtable rotation for kiwi_flush. */
@@ -339,35 +518,44 @@ static kiwi_status db_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **er
     memset(&w, 0, sizeof w);
     w.batch = batch;
     w.sync = sync;
-    pthread_cond_init(&w.cv, NULL);
+    sem_init(&w.wake, 0, 0);
     pthread_mutex_lock(&db->mu);
     if (db->closing) {
         pthread_mutex_unlock(&db->mu);
-        pthread_cond_destroy(&w.cv);
+        sem_destroy(&w.wake);
         return kw_error(errmsg, KIWI_CLOSED, "the db at %s is closed", db->path);
     }
-    /* The queue links writers that live on their callers' stacks: each caller waits below until
-     * it has been dequeued (done) before its frame can go away. */
-    enqueue_writer(db, &w); // cppcheck-suppress autoVariables
-    while (!w.done && db->writers_head != &w)
-        pthread_cond_wait(&w.cv, &db->mu);
-    if (w.done) { /* a leader committed us */
+    /* The queue links writers that live on their callers' stacks: a writer that is not the head
+     * waits for the post sent after it was dequeued (done) or made the head, and its frame stays
+     * until then. The post orders the leader's writes to w before our reads. */
+    bool take_over = enqueue_writer(db, &w); // cppcheck-suppress autoVariables
+    if (!take_over && db->writers_head != &w) {
         pthread_mutex_unlock(&db->mu);
-        pthread_cond_destroy(&w.cv);
-        if (w.status != KIWI_OK && errmsg) { /* the leader's message, status name first */
-            free(*errmsg);
-            *errmsg = w.errmsg ? w.errmsg : kw_strdup(kiwi_status_name(w.status));
-            w.errmsg = NULL;
-        }
-        free(w.errmsg);
-        return w.status;
+        while (sem_wait(&w.wake) != 0) /* EINTR */
+            ;
+        if (w.done) /* a leader committed us */
+            return member_result(&w, errmsg);
+        pthread_mutex_lock(&db->mu); /* we are the head: lead */
     }
     char *err = NULL;
-    kw_writer *completed = NULL;
-    kiwi_status st = lead_group(db, &w, &completed, &err);
+    kiwi_status st = KIWI_OK;
+    wakeups wk;
+    wakeups_init(&wk);
+    if (take_over) {
+        st = commit_from_head(db, &w, &wk, &err);
+    } else if (!lead_group(db, &w, &wk, &st, &err)) {
+        while (!w.done) { /* taken over; a stale gathering post may wake us early */
+            pthread_mutex_unlock(&db->mu);
+            while (sem_wait(&w.wake) != 0)
+                ;
+            pthread_mutex_lock(&db->mu);
+        }
+        pthread_mutex_unlock(&db->mu);
+        return member_result(&w, errmsg);
+    }
     pthread_mutex_unlock(&db->mu);
-    pthread_cond_destroy(&w.cv);
-    run_completions(completed);
+    run_wakeups(&wk);
+    sem_destroy(&w.wake); /* gathering may have left posts on it; nobody posts it any more */
     if (st != KIWI_OK && errmsg) {
         free(*errmsg);
         *errmsg = err;
@@ -389,12 +577,14 @@ static void *commit_thread(void *arg)
             break; /* stopping, and no async writer is left at the head */
         kw_writer *leader = db->writers_head;
         char *err = NULL;
-        kw_writer *completed = NULL;
-        kiwi_status st = lead_group(db, leader, &completed, &err);
-        finish_writer(leader, st, err, &completed);
+        wakeups wk;
+        wakeups_init(&wk);
+        kiwi_status st = KIWI_OK;
+        lead_group(db, leader, &wk, &st, &err); /* an async head is never taken over */
+        finish_writer(leader, st, err, &wk);
         free(err);
         pthread_mutex_unlock(&db->mu);
-        run_completions(completed);
+        run_wakeups(&wk);
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);
@@ -559,9 +749,12 @@ kiwi_status kiwi_write_nowait(kiwi_db *db, const kiwi_write_options *wo, kiwi_ba
     kw_writer *group[1] = {&w};
     char *err = NULL;
     st = commit_locked(db, group, 1, false, &err);
-    db->writers_head = w.next;
-    wake_next_leader(db);
+    dequeue_head(db);
+    wakeups wk;
+    wakeups_init(&wk);
+    wake_next_leader(db, &wk);
     pthread_mutex_unlock(&db->mu);
+    run_wakeups(&wk);
     if (st == KIWI_OK) /* counted as kiwi_write_async counts (the binding's other path) */
         atomic_fetch_add(&db->stats.batches, batch->count > 1 ? 1 : 0);
     if (st != KIWI_OK && errmsg) {

@@ -8,6 +8,9 @@
  *  - every iterator sees, per writer, exactly a contiguous prefix of that writer's keys (a
  *    consistent snapshot: no holes, no half-applied batches), in strictly increasing order;
  *  - at the end every key is present after a reopen.
+ * Also: kiwi_write_async and kiwi_write_nowait under concurrency, and group commit's gathering of
+ * synced groups (4 sync writers share fdatasyncs, a lone one never waits, and no sync put returns
+ * before an fdatasync covering its WAL record has finished).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -17,6 +20,7 @@
 #include <unistd.h>
 
 #include "ctest.h"
+#include "db.h" /* the gathering counters */
 #include "dbtest.h"
 #include "env.h" /* kw_syscalls: holding a leader inside its WAL write */
 #include "kiwi.h"
@@ -569,6 +573,204 @@ static void test_write_nowait_busy_when_slowing_down(void)
     ctest_rmtree(dir);
 }
 
+/* ---- group commit: gathering synced groups (db_write.c; write_path.md, "Gathering") ---- */
+
+#if PER_WRITER < 1000
+#define SYNC_PER_WRITER 60 /* ThreadSanitizer */
+#else
+#define SYNC_PER_WRITER 200
+#endif
+
+/* The WAL's bytes as written, and how many of them an fdatasync has completed on: installed as
+ * kw_syscalls hooks before the db's threads exist. */
+static pthread_mutex_t g_wal_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *g_wal_bytes;
+static size_t g_wal_len, g_wal_cap, g_wal_synced;
+static int g_wal_fd = -1;
+static atomic_int g_other_logs; /* writes to a second log (the check assumes one WAL) */
+static int (*g_real_fdatasync)(int);
+
+static void shadow_append(int fd, const void *p, size_t n)
+{
+    if (!is_log(fd))
+        return;
+    pthread_mutex_lock(&g_wal_mu);
+    if (g_wal_fd < 0)
+        g_wal_fd = fd;
+    if (fd != g_wal_fd) {
+        atomic_fetch_add(&g_other_logs, 1);
+    } else {
+        if (g_wal_len + n > g_wal_cap) {
+            g_wal_cap = (g_wal_len + n) * 2;
+            g_wal_bytes = realloc(g_wal_bytes, g_wal_cap);
+        }
+        memcpy(g_wal_bytes + g_wal_len, p, n);
+        g_wal_len += n;
+    }
+    pthread_mutex_unlock(&g_wal_mu);
+}
+
+static ssize_t shadow_write(int fd, const void *buf, size_t n)
+{
+    ssize_t r = g_real_write(fd, buf, n);
+    if (r > 0)
+        shadow_append(fd, buf, (size_t)r);
+    return r;
+}
+
+static ssize_t shadow_writev(int fd, const struct iovec *iov, int cnt)
+{
+    ssize_t r = g_real_writev(fd, iov, cnt);
+    size_t left = r > 0 ? (size_t)r : 0; /* a short write keeps only its prefix */
+    for (int i = 0; i < cnt && left > 0; i++) {
+        size_t n = iov[i].iov_len < left ? iov[i].iov_len : left;
+        shadow_append(fd, iov[i].iov_base, n);
+        left -= n;
+    }
+    return r;
+}
+
+/* Bytes written before the fdatasync started are durable once it returns. */
+static int shadow_fdatasync(int fd)
+{
+    pthread_mutex_lock(&g_wal_mu);
+    bool mine = fd == g_wal_fd;
+    size_t len = g_wal_len;
+    pthread_mutex_unlock(&g_wal_mu);
+    int rc = g_real_fdatasync(fd);
+    pthread_mutex_lock(&g_wal_mu);
+    if (rc == 0 && mine && len > g_wal_synced)
+        g_wal_synced = len;
+    pthread_mutex_unlock(&g_wal_mu);
+    return rc;
+}
+
+static bool key_synced(const char *k)
+{
+    pthread_mutex_lock(&g_wal_mu);
+    bool found = memmem(g_wal_bytes, g_wal_synced, k, strlen(k)) != NULL;
+    pthread_mutex_unlock(&g_wal_mu);
+    return found;
+}
+
+typedef struct {
+    kiwi_db *db;
+    int t;
+    bool check_synced; /* each acknowledged key must be in the synced WAL bytes */
+} sync_job;
+
+static void sync_key(char *k, size_t size, int t, int i)
+{
+    snprintf(k, size, "s%d-%06d|", t, i); /* fixed width: no key is part of another */
+}
+
+static void *sync_writer(void *arg)
+{
+    sync_job *j = arg;
+    kiwi_write_options wo = {true};
+    char k[32];
+    for (int i = 0; i < SYNC_PER_WRITER; i++) {
+        sync_key(k, sizeof k, j->t, i);
+        if (kiwi_put(j->db, &wo, k, strlen(k), "v", 1, NULL) != KIWI_OK)
+            fail("sync put");
+        else if (j->check_synced && !key_synced(k))
+            fail("a sync put returned before an fdatasync covered its WAL record");
+    }
+    return NULL;
+}
+
+static void run_sync_writers(kiwi_db *db, int nthreads, bool check_synced)
+{
+    pthread_t th[WRITERS];
+    sync_job jobs[WRITERS];
+    for (int t = 0; t < nthreads; t++) {
+        jobs[t] = (sync_job){db, t, check_synced};
+        pthread_create(&th[t], NULL, sync_writer, &jobs[t]);
+    }
+    for (int t = 0; t < nthreads; t++)
+        pthread_join(th[t], NULL);
+}
+
+static int missing_sync_keys(kiwi_db *db, int nthreads)
+{
+    int missing = 0;
+    char k[32];
+    for (int t = 0; t < nthreads; t++)
+        for (int i = 0; i < SYNC_PER_WRITER; i++) {
+            sync_key(k, sizeof k, t, i);
+            missing += !has(db, k, "v");
+        }
+    return missing;
+}
+
+/* Four threads of sync puts share fdatasyncs: leaders gather, and groups have several members. A
+ * lone sync writer never gathers, and after concurrent writers it gathers at most once (its first
+ * group learns it is alone). */
+static void test_sync_groups_gather(void)
+{
+    char *dir = ctest_tmpdir("gather");
+    kiwi_db *db = NULL;
+    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
+    if (!db)
+        return;
+    atomic_store(&g_errors, 0);
+    run_sync_writers(db, 1, false);
+    CHECK_EQ_U64(atomic_load(&db->gathers), 0);
+    CHECK_EQ_U64(dbtest_stat(db, "write_groups"), SYNC_PER_WRITER);
+    run_sync_writers(db, WRITERS, false);
+    unsigned long long writes = (unsigned long long)SYNC_PER_WRITER * (WRITERS + 1);
+    unsigned long long groups = dbtest_stat(db, "write_groups");
+    unsigned long long gathers = atomic_load(&db->gathers);
+    printf("gather: %d threads x %d sync puts in %llu groups; %llu gathers (%llu handed over, "
+           "%llu at the bound, %.0f us each)\n",
+           WRITERS, SYNC_PER_WRITER, groups - SYNC_PER_WRITER, gathers,
+           (unsigned long long)atomic_load(&db->gather_handoffs),
+           (unsigned long long)atomic_load(&db->gather_timeouts),
+           gathers ? (double)atomic_load(&db->gather_micros) / (double)gathers : 0.0);
+    CHECK(groups < writes);
+    CHECK(gathers > 0);
+    CHECK(atomic_load(&db->gather_handoffs) + atomic_load(&db->gather_timeouts) <= gathers);
+    CHECK_EQ_U64(dbtest_stat(db, "wal_syncs"), groups);
+    run_sync_writers(db, 1, false); /* t = 0 again: overwrites */
+    CHECK(atomic_load(&db->gathers) <= gathers + 1);
+    CHECK(atomic_load(&g_errors) == 0);
+    CHECK(kiwi_close(db) == KIWI_OK);
+    ctest_rmtree(dir);
+}
+
+/* DESIGN §4: a sync write is on stable storage when it returns. Every acknowledged put's record
+ * must lie in WAL bytes an fdatasync started after they were written and finished before the
+ * put returned — whether the thread led its group, was a member, or took a gathering over — and
+ * every put is there after a reopen. */
+static void test_sync_ack_after_fdatasync(void)
+{
+    char *dir = ctest_tmpdir("gathersync");
+    g_real_write = kw_syscalls.write;
+    g_real_writev = kw_syscalls.writev;
+    g_real_fdatasync = kw_syscalls.fdatasync;
+    kw_syscalls.write = shadow_write;
+    kw_syscalls.writev = shadow_writev;
+    kw_syscalls.fdatasync = shadow_fdatasync;
+    atomic_store(&g_errors, 0);
+    kiwi_db *db = NULL;
+    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
+    if (db) {
+        run_sync_writers(db, WRITERS, true);
+        CHECK(atomic_load(&db->gathers) > 0);
+        CHECK(kiwi_close(db) == KIWI_OK);
+    }
+    kw_syscalls_reset();
+    CHECK(atomic_load(&g_errors) == 0);
+    CHECK(atomic_load(&g_other_logs) == 0);
+    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
+    if (db) {
+        CHECK(missing_sync_keys(db, WRITERS) == 0);
+        kiwi_close(db);
+    }
+    free(g_wal_bytes);
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_writers_readers_flush);
@@ -578,5 +780,7 @@ int main(void)
     RUN(test_write_nowait_contract);
     RUN(test_write_nowait_busy_behind_a_leader);
     RUN(test_write_nowait_busy_when_slowing_down);
+    RUN(test_sync_groups_gather);
+    RUN(test_sync_ack_after_fdatasync);
     return ctest_summary();
 }
