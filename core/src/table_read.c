@@ -1,8 +1,9 @@
 /*
- * table_read.c: where each part of an open SSTable (table.h) comes from when it is read: a tier
- * of the block cache, the table's lease, or the mapping. Point lookups and the iterator
- * (table_iter.c) read through the functions here; opening, parsing and verification are in
- * table.c. docs/internals/cache.md and sstable.md describe the design.
+ * table_read.c: where the index and the filter of an open SSTable (table.h) come from when they
+ * are read: a tier of the block cache, the table's lease, or the mapping (data blocks: in
+ * table_data.c). Point lookups and the iterator (table_iter.c) read through the functions here;
+ * opening, parsing and verification are in table.c. docs/internals/cache.md and sstable.md
+ * describe the design.
  *
  * Every cache value made here is a self-contained copy whose bytes were checked (CRC, or every
  * check of open for an index) as they were copied, so a hit needs no check and a value never
@@ -43,22 +44,6 @@ typedef struct {
 static size_t copy_charge(uint64_t size)
 {
     return sizeof(byte_copy) + size + kw_cache_entry_overhead();
-}
-
-/* A cached data block, in a buffer of the block cache's pool (kw_block_cache_alloc). Its
- * charge is the header and the block (the pool's rounding of the buffer up to its class, 128
- * bytes on average, is not charged, as malloc's own rounding never was) plus the entry. */
-typedef struct {
-    kw_block_cache *bc; /* whose pool takes the buffer back */
-    size_t capacity;    /* the buffer's size (its pool class) */
-    size_t size;
-    char data[];
-} block_copy;
-
-static void free_block(void *v)
-{
-    block_copy *b = v;
-    kw_block_cache_recycle(b->bc, b, b->capacity);
 }
 
 /* Deleters of published parts: unpublish and wait out the lease's readers first. */
@@ -431,110 +416,6 @@ kiwi_status kw_table_bloom_check(kw_table *t, kw_slice ukey, bool *may_contain,
     return counter >= 0 ? KIWI_OK : bloom_slow(t, c, ukey, may_contain, res, errmsg);
 }
 
-/* ---- data blocks ----------------------------------------------------------------------------- */
-
-
-static bool block_verified(const kw_table *t, uint32_t i)
-{
-    return (__atomic_load_n(&t->verified[i / 64], __ATOMIC_RELAXED) >> (i % 64)) & 1;
-}
-
-/* Block i in the map, its CRC checked unless a read since open checked it. The bit is set only
- * after a good check; two readers racing on a new block both check it, which is harmless. */
-static kiwi_status block_in_place(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
-                                  char **errmsg)
-{
-    if (block_verified(t, i))
-        return KIWI_OK;
-    kiwi_status st = kw_table_check_block(t, NULL, off, size, "block", errmsg);
-    if (st != KIWI_OK)
-        return st;
-    uint64_t bit = UINT64_C(1) << (i % 64);
-    if (!(__atomic_fetch_or(&t->verified[i / 64], bit, __ATOMIC_RELAXED) & bit) && t->cache)
-        kw_block_cache_count_verified(t->cache, 1);
-    return KIWI_OK;
-}
-
-/* The cached mode's tier: a hit, or on a miss (with fill_cache, when the tier can hold it) a
- * checked copy inserted. NULL: read the map. */
-static kiwi_status block_through_tier(kw_table *t, kw_cache *c, uint64_t off, uint64_t size,
-                                      bool fill_cache, kw_block_ref *ref, kw_cache_result *res,
-                                      char **errmsg)
-{
-    ref->handle = kw_cache_lookup(c, t->number, off);
-    *res = ref->handle != NULL ? KW_CACHE_HIT : KW_CACHE_MISS;
-    size_t need = sizeof(block_copy) + size, cap;
-    if (ref->handle != NULL || !fill_cache ||
-        need + kw_cache_entry_overhead() > kw_cache_capacity(c))
-        return KIWI_OK;
-    block_copy *v = kw_block_cache_alloc(t->cache, need, &cap);
-    v->bc = t->cache;
-    v->capacity = cap;
-    v->size = size;
-    kiwi_status st = copy_checked(t, v->data, off, size, "block", errmsg);
-    if (st == KIWI_OK)
-        ref->handle =
-            kw_cache_insert(c, t->number, off, v, need + kw_cache_entry_overhead(), free_block);
-    if (ref->handle == NULL) /* corrupt (never cached), or the tier shrank meanwhile */
-        kw_block_cache_recycle(t->cache, v, cap);
-    return st;
-}
-
-static kiwi_status check_block_bounds(const kw_table *t, uint32_t i, uint64_t off, uint64_t size,
-                                      char **errmsg)
-{
-    if (off > t->data_end || size > t->data_end - off || i >= t->props.data_blocks)
-        return kw_error(errmsg, KIWI_CORRUPTION,
-                        "%s: block %" PRIu32 " at offset %" PRIu64 ": size %" PRIu64
-                        " runs past the data blocks",
-                        t->path, i, off, size);
-    return KIWI_OK;
-}
-
-static bool reads_cached(const kw_table *t)
-{
-    return t->cache != NULL && kw_block_cache_data_reads(t->cache) == KW_DATA_READS_CACHED;
-}
-
-/* The block in ref->handle's copy, or else in place (checked once); parsed into ref->block. */
-static kiwi_status finish_block(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
-                                kw_block_ref *ref, char **errmsg)
-{
-    kiwi_status st = KIWI_OK;
-    kw_slice contents = kw_slice_make(t->map.data + off, size);
-    if (ref->handle != NULL) {
-        const block_copy *v = kw_cache_value(ref->handle);
-        contents = kw_slice_make(v->data, v->size);
-    } else {
-        st = block_in_place(t, i, off, size, errmsg);
-    }
-    if (st == KIWI_OK)
-        st = kw_block_parse(&ref->block, contents, t->path, off, "block", errmsg);
-    if (st != KIWI_OK && ref->handle != NULL) {
-        kw_cache_release(t->cache->data, ref->handle);
-        ref->handle = NULL;
-    }
-    return st;
-}
-
-/* Data block i (table.h): in place by default, through the data tier in the cached mode. On
- * error nothing is held. */
-kiwi_status kw_table_block_acquire(kw_table *t, uint32_t i, uint64_t off, uint64_t size,
-                                   bool fill_cache, kw_block_ref *ref, kw_cache_result *res,
-                                   char **errmsg)
-{
-    ref->handle = NULL;
-    *res = KW_CACHE_MAPPED;
-    kiwi_status st = check_block_bounds(t, i, off, size, errmsg);
-    if (st == KIWI_OK && reads_cached(t)) {
-        kw_cache *c = tier(t, TIER_DATA);
-        *res = KW_CACHE_OFF;
-        if (is_on(c))
-            st = block_through_tier(t, c, off, size, fill_cache, ref, res, errmsg);
-    }
-    return st == KIWI_OK ? finish_block(t, i, off, size, ref, errmsg) : st;
-}
-
 /* ---- reads that must not wait for the disk ---------------------------------------------------- */
 
 kiwi_status kw_table_bloom_check_resident(kw_table *t, kw_slice ukey, bool *may_contain)
@@ -567,25 +448,6 @@ kiwi_status kw_table_index_search_resident(kw_table *t, kw_slice target, kw_bloc
     leave(t, KW_PART_INDEX, &s, r.array != NULL ? hit_counter(KW_PART_INDEX) : -1);
     return st;
 }
-
-kiwi_status kw_table_block_acquire_resident(kw_table *t, uint32_t i, uint64_t off,
-                                            uint64_t size, kw_block_ref *ref,
-                                            kw_cache_result *res, char **errmsg)
-{
-    ref->handle = NULL;
-    *res = KW_CACHE_MAPPED;
-    kiwi_status st = check_block_bounds(t, i, off, size, errmsg);
-    if (st != KIWI_OK)
-        return st;
-    if (reads_cached(t) && is_on(tier(t, TIER_DATA))) {
-        ref->handle = kw_cache_lookup(tier(t, TIER_DATA), t->number, off);
-        *res = ref->handle != NULL ? KW_CACHE_HIT : KW_CACHE_MISS;
-    }
-    if (ref->handle == NULL && !kw_mmap_resident(&t->map, off, size + KW_TABLE_TRAILER_SIZE))
-        return KIWI_BUSY;
-    return finish_block(t, i, off, size, ref, errmsg);
-}
-
 
 /* ---- warming at open ------------------------------------------------------------------------- */
 
