@@ -108,11 +108,13 @@ kiwi_status kiwi_delete(kiwi_db *, const kiwi_write_options *, const char *key, 
 kiwi_status kiwi_get(kiwi_db *, const kiwi_read_options *, const char *key, size_t klen,
                      char **val, size_t *vlen, char **errmsg);
 
-/* Like kiwi_get, but answers only from memory and never touches a file or waits for I/O: the
- * memtables (and, once it exists, a cached block). KIWI_OK / KIWI_NOT_FOUND as kiwi_get, or
- * KIWI_BUSY (with no message) when the answer needs a read from an SSTable — then call
- * kiwi_get, e.g. on a worker thread. Used by the Lua binding so an in-memory read inside a task
- * returns without a thread hop. */
+/* Like kiwi_get, but answers only from memory and does not wait for the disk: the memtables,
+ * and SSTables whose bloom filter and index are in the block cache and whose data block is a
+ * data-tier hit or wholly in the page cache (mincore: the kernel could still drop a page in
+ * between, a window of microseconds). KIWI_OK / KIWI_NOT_FOUND as kiwi_get, or KIWI_BUSY (with
+ * no message, nothing counted in stats) when the answer may need a read from the disk — then
+ * call kiwi_get, e.g. on a worker thread. Used by the Lua binding so a read inside a task
+ * returns without a thread hop whenever it can. */
 kiwi_status kiwi_get_nowait(kiwi_db *, const kiwi_read_options *, const char *key, size_t klen,
                             char **val, size_t *vlen, char **errmsg);
 

@@ -137,11 +137,23 @@ static bool key_in_range(const kw_file_meta *m, kw_slice ukey)
     return kw_slice_compare(s, ukey) <= 0 && kw_slice_compare(ukey, l) <= 0;
 }
 
+/* How a point read reads tables: filling the data tier or not; `resident`: only from memory,
+ * KIWI_BUSY when a table would have to wait for the disk (kw_table_get_resident). */
+typedef struct {
+    bool fill_cache;
+    bool resident;
+} read_how;
+
 static kiwi_status table_lookup(kiwi_db *db, kw_file_meta *m, kw_slice ukey, uint64_t seq,
-                                bool fill_cache, kw_lookup *res, kw_buf *value, char **errmsg)
+                                read_how how, kw_lookup *res, kw_buf *value, char **errmsg)
 {
     kw_table_lookup_info info;
-    kiwi_status st = kw_table_get_ex(m->table, ukey, seq, fill_cache, res, value, &info, errmsg);
+    kiwi_status st =
+        how.resident ? kw_table_get_resident(m->table, ukey, seq, res, value, &info, errmsg)
+                     : kw_table_get_ex(m->table, ukey, seq, how.fill_cache, res, value, &info,
+                                       errmsg);
+    if (st == KIWI_BUSY) /* counted by the read that answers instead */
+        return st;
     if (!info.bloom_may_contain)
         atomic_fetch_add(&db->stats.bloom_negatives, 1);
     if (info.block_read)
@@ -168,9 +180,11 @@ static inline void consulted(kiwi_db *db, kw_file_meta **first, int *n, kw_file_
 }
 
 /* Looks ukey up in the view; on KW_LOOKUP_FOUND the value is copied into *value. A lookup that
- * consults a second file charges the first one it consulted (read-triggered compaction). */
-static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t seq,
-                            bool fill_cache, kw_lookup *res, kw_buf *value, char **errmsg)
+ * consults a second file charges the first one it consulted (read-triggered compaction; a
+ * resident read that ends in KIWI_BUSY may have charged it, and the read that answers instead
+ * charges it again: a budget is a heuristic, not an account). */
+static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t seq, read_how how,
+                            kw_lookup *res, kw_buf *value, char **errmsg)
 {
     kw_slice mv = {NULL, 0};
     *res = kw_memtable_get(s->mem, ukey, seq, &mv);
@@ -190,7 +204,7 @@ static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t se
         if (m->min_seq > seq || !key_in_range(m, ukey))
             continue;
         consulted(db, &first, &nconsulted, m);
-        kiwi_status st = table_lookup(db, m, ukey, seq, fill_cache, res, value, errmsg);
+        kiwi_status st = table_lookup(db, m, ukey, seq, how, res, value, errmsg);
         if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
             return st;
     }
@@ -199,30 +213,31 @@ static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t se
         if (m == NULL)
             continue;
         consulted(db, &first, &nconsulted, m);
-        kiwi_status st = table_lookup(db, m, ukey, seq, fill_cache, res, value, errmsg);
+        kiwi_status st = table_lookup(db, m, ukey, seq, how, res, value, errmsg);
         if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
             return st;
     }
     return KIWI_OK;
 }
 
-kiwi_status kiwi_get(kiwi_db *db, const kiwi_read_options *ro, const char *key, size_t klen,
-                     char **val, size_t *vlen, char **errmsg)
+/* kiwi_get and kiwi_get_nowait: the view's answer, counted in stats unless KIWI_BUSY. */
+static kiwi_status point_get(kiwi_db *db, const kiwi_read_options *ro, const char *key,
+                             size_t klen, bool resident, char **val, size_t *vlen,
+                             char **errmsg)
 {
-    if (db == NULL || val == NULL || vlen == NULL || (key == NULL && klen > 0))
-        return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "kiwi_get: NULL argument");
     *val = NULL;
     *vlen = 0;
-    atomic_fetch_add(&db->stats.gets, 1);
     uint64_t seq = kw_db_read_seq(db, ro);
-    bool fill = ro ? ro->fill_cache : true;
+    read_how how = {ro ? ro->fill_cache : true, resident};
     kw_super *s = kw_super_acquire(db);
     kw_lookup res = KW_LOOKUP_MISS;
     kw_buf value;
     kw_buf_init(&value);
-    kiwi_status st = view_get(db, s, kw_slice_make(key ? key : "", klen), seq, fill, &res,
-                              &value, errmsg);
+    kiwi_status st =
+        view_get(db, s, kw_slice_make(key ? key : "", klen), seq, how, &res, &value, errmsg);
     kw_super_release(s);
+    if (st != KIWI_BUSY)
+        atomic_fetch_add(&db->stats.gets, 1);
     if (st == KIWI_OK && res == KW_LOOKUP_FOUND) {
         *vlen = value.len;
         *val = value.data ? value.data : kw_memdup("", 0); /* ownership moves to the caller */
@@ -236,16 +251,12 @@ kiwi_status kiwi_get(kiwi_db *db, const kiwi_read_options *ro, const char *key, 
     return st;
 }
 
-/* True if some SSTable of the view may hold ukey (its key range covers it). */
-static bool tables_may_hold(const kw_version *v, kw_slice ukey, uint64_t seq)
+kiwi_status kiwi_get(kiwi_db *db, const kiwi_read_options *ro, const char *key, size_t klen,
+                     char **val, size_t *vlen, char **errmsg)
 {
-    for (size_t i = 0; i < v->nfiles[0]; i++)
-        if (v->files[0][i]->min_seq <= seq && key_in_range(v->files[0][i], ukey))
-            return true;
-    for (int l = 1; l < KW_MAX_LEVELS; l++)
-        if (level_file_for(v, l, ukey) != NULL)
-            return true;
-    return false;
+    if (db == NULL || val == NULL || vlen == NULL || (key == NULL && klen > 0))
+        return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "kiwi_get: NULL argument");
+    return point_get(db, ro, key, klen, false, val, vlen, errmsg);
 }
 
 kiwi_status kiwi_get_nowait(kiwi_db *db, const kiwi_read_options *ro, const char *key,
@@ -253,29 +264,5 @@ kiwi_status kiwi_get_nowait(kiwi_db *db, const kiwi_read_options *ro, const char
 {
     if (db == NULL || val == NULL || vlen == NULL || (key == NULL && klen > 0))
         return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "kiwi_get_nowait: NULL argument");
-    *val = NULL;
-    *vlen = 0;
-    kw_slice k = kw_slice_make(key ? key : "", klen);
-    uint64_t seq = kw_db_read_seq(db, ro);
-    kw_super *s = kw_super_acquire(db);
-    kw_slice value = {NULL, 0};
-    kw_lookup res = kw_memtable_get(s->mem, k, seq, &value);
-    for (size_t i = 0; res == KW_LOOKUP_MISS && i < s->nimm; i++)
-        res = kw_memtable_get(s->imm[i], k, seq, &value);
-    kiwi_status st = KIWI_NOT_FOUND;
-    if (res == KW_LOOKUP_FOUND) {
-        *val = kw_memdup(value.data, value.size);
-        *vlen = value.size;
-        st = KIWI_OK;
-    } else if (res == KW_LOOKUP_MISS && tables_may_hold(s->version, k, seq)) {
-        st = KIWI_BUSY; /* the answer needs an SSTable read */
-    }
-    kw_super_release(s);
-    if (st != KIWI_BUSY) {
-        atomic_fetch_add(&db->stats.gets, 1);
-        atomic_fetch_add(st == KIWI_OK ? &db->stats.get_hits : &db->stats.get_misses, 1);
-        if (res != KW_LOOKUP_MISS)
-            atomic_fetch_add(&db->stats.memtable_hits, 1);
-    }
-    return st;
+    return point_get(db, ro, key, klen, true, val, vlen, errmsg);
 }
