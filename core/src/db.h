@@ -139,7 +139,8 @@ struct kiwi_db {
     size_t sync_queued;            /* sync writers in the writer queue */
     size_t sync_seen;              /* sync writers at once around the last synced group */
     uint64_t sync_micros_avg;      /* recent fdatasync duration (moving average), 0: unknown */
-    size_t gather_target;          /* >0: the head is gathering until this many are queued */
+    kw_writer *gatherer;           /* the queue head while it gathers, else NULL */
+    size_t gather_target;          /* it gathers until this many sync writers are queued */
     uint64_t gather_start;         /* when it started (microseconds) */
     /* gatherings started; ended by the bound; ended by an arriving writer taking the group over;
      * total microseconds (atomic: read without mu) */

@@ -28,7 +28,6 @@
 
 #define MAX_GROUP_BYTES (1u << 20) /* a group stops growing past 1 MiB of payload */
 #define MAX_GROUP_SIZE 256
-#define GATHER_FRACTION 4 /* a leader gathers for at most 1/4 of the recent fdatasync time */
 
 kiwi_status kw_db_new_wal(kiwi_db *db, char **errmsg)
 {
@@ -353,6 +352,7 @@ static bool group_includes(kiwi_db *db, const kw_writer *w)
 /* Ends the head's gathering (by the head, or by the writer taking its group over). */
 static void end_gathering(kiwi_db *db)
 {
+    db->gatherer = NULL;
     db->gather_target = 0;
     atomic_fetch_add(&db->gather_micros, kw_now_micros() - db->gather_start);
 }
@@ -371,9 +371,9 @@ static bool enqueue_writer(kiwi_db *db, kw_writer *w)
     db->writers_tail = w;
     if (is_sync_writer(w))
         db->sync_queued++;
-    if (db->gather_target == 0 || (w->batch != NULL && db->sync_queued < db->gather_target))
+    if (db->gatherer == NULL || (w->batch != NULL && db->sync_queued < db->gather_target))
         return false;
-    kw_writer *head = db->writers_head;
+    kw_writer *head = db->gatherer; /* the queue head */
     if (!w->async && w->batch != NULL && !head->async && group_includes(db, w)) {
         end_gathering(db);
         atomic_fetch_add(&db->gather_handoffs, 1);
@@ -398,7 +398,7 @@ static void dequeue_head(kiwi_db *db)
  * REQUIRES: mu; the queue is not empty. */
 static size_t gather_target(const kiwi_db *db)
 {
-    if (db->sync_queued == 0 || db->sync_micros_avg < GATHER_FRACTION || db->closing ||
+    if (db->sync_queued == 0 || db->sync_micros_avg == 0 || db->closing ||
         db->writers_tail->batch == NULL)
         return 0;
     size_t want = db->sync_seen < MAX_GROUP_SIZE ? db->sync_seen : MAX_GROUP_SIZE;
@@ -421,15 +421,23 @@ static bool gather_wait(kiwi_db *db, kw_writer *leader, const struct timespec *d
     return !timed_out;
 }
 
-/* The head waits until the target of gather_target is queued, a flush request arrives, or
- * 1/GATHER_FRACTION of the recent fdatasync time has passed. Returns false when a writer took
- * the group over meanwhile (see enqueue_writer). REQUIRES: mu; leader is the head. */
-static bool gather(kiwi_db *db, kw_writer *leader)
+typedef enum {
+    GATHER_LEAD,   /* no wait, or the target was met: the leader commits */
+    GATHER_MISSED, /* the bound passed first: the leader commits what came */
+    GATHER_TAKEN   /* a writer took the group over: the leader is a member of it */
+} gather_result;
+
+/* The head waits until gather_target's count is queued, a flush request arrives, or one recent
+ * fdatasync time has passed: the break-even, since waiting longer than the fdatasync a wait hopes
+ * to save cannot pay (and a shorter bound lets the timer of a head whose group was taken over
+ * fire during that group's fdatasync, which measurably slows it). REQUIRES: mu; leader is the
+ * head. */
+static gather_result gather(kiwi_db *db, kw_writer *leader)
 {
     size_t target = gather_target(db);
     if (target == 0)
-        return true;
-    uint64_t ns = db->sync_micros_avg / GATHER_FRACTION * 1000;
+        return GATHER_LEAD;
+    uint64_t ns = db->sync_micros_avg * 1000;
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline); /* the clock of sem_timedwait and async_cv */
     deadline.tv_sec += (time_t)(ns / 1000000000);
@@ -438,24 +446,26 @@ static bool gather(kiwi_db *db, kw_writer *leader)
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000;
     }
+    db->gatherer = leader;
     db->gather_target = target;
     db->gather_start = kw_now_micros();
     atomic_fetch_add(&db->gathers, 1);
     bool timed_out = false;
-    while (!timed_out && db->gather_target > 0 && db->sync_queued < target &&
+    while (!timed_out && db->gatherer == leader && db->sync_queued < target &&
            db->writers_tail->batch != NULL)
         timed_out = !gather_wait(db, leader, &deadline);
-    if (db->gather_target == 0)
-        return false; /* taken over: only a taker ends a gathering it did not start */
+    if (db->gatherer != leader) /* taken over (the taker may even be gathering again by now) */
+        return GATHER_TAKEN;
     atomic_fetch_add(&db->gather_timeouts, timed_out ? 1 : 0);
     end_gathering(db);
-    return true;
+    return timed_out ? GATHER_MISSED : GATHER_LEAD;
 }
 
 /* Dequeues group[0..n) (the queue head onwards), finishes every member but `self`, notes how many
- * sync writers were writing at once, and wakes the next leader. REQUIRES: mu. */
+ * sync writers were writing at once (with `missed`, only those that came within the bound), and
+ * wakes the next leader. REQUIRES: mu. */
 static void finish_group(kiwi_db *db, kw_writer **group, size_t n, const kw_writer *self,
-                         bool gsync, kiwi_status st, const char *err, wakeups *wk)
+                         bool gsync, bool missed, kiwi_status st, const char *err, wakeups *wk)
 {
     size_t nsync = 0;
     for (size_t i = 0; i < n; i++) {
@@ -465,19 +475,20 @@ static void finish_group(kiwi_db *db, kw_writer **group, size_t n, const kw_writ
             finish_writer(group[i], st, err, wk);
     }
     if (gsync && st == KIWI_OK) /* the sync writers in the group and those queued behind it */
-        db->sync_seen = nsync + db->sync_queued;
+        db->sync_seen = nsync + (missed ? 0 : db->sync_queued);
     wake_next_leader(db, wk);
 }
 
 /* Commits the group that starts at the queue head, which includes `self` (the head, or the writer
  * that took a gathering over), and finishes it. REQUIRES: mu. */
-static kiwi_status commit_from_head(kiwi_db *db, kw_writer *self, wakeups *wk, char **err)
+static kiwi_status commit_from_head(kiwi_db *db, kw_writer *self, bool missed, wakeups *wk,
+                                    char **err)
 {
     kw_writer *group[MAX_GROUP_SIZE];
     bool gsync = false;
     size_t n = pick_group(db, group, &gsync);
     kiwi_status st = commit_locked(db, group, n, gsync, err);
-    finish_group(db, group, n, self, gsync, st, *err, wk);
+    finish_group(db, group, n, self, gsync, missed, st, *err, wk);
     return st;
 }
 
@@ -489,12 +500,13 @@ static bool lead_group(kiwi_db *db, kw_writer *leader, wakeups *wk, kiwi_status 
 {
     *st = make_room(db, leader->batch == NULL, err);
     if (*st != KIWI_OK || leader->batch == NULL) {
-        finish_group(db, &leader, 1, leader, false, *st, *err, wk);
+        finish_group(db, &leader, 1, leader, false, false, *st, *err, wk);
         return true;
     }
-    if (!gather(db, leader))
+    gather_result g = gather(db, leader);
+    if (g == GATHER_TAKEN)
         return false;
-    *st = commit_from_head(db, leader, wk, err);
+    *st = commit_from_head(db, leader, g == GATHER_MISSED, wk, err);
     return true;
 }
 
@@ -542,7 +554,7 @@ static kiwi_status db_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **er
     wakeups wk;
     wakeups_init(&wk);
     if (take_over) {
-        st = commit_from_head(db, &w, &wk, &err);
+        st = commit_from_head(db, &w, false, &wk, &err);
     } else if (!lead_group(db, &w, &wk, &st, &err)) {
         while (!w.done) { /* taken over; a stale gathering post may wake us early */
             pthread_mutex_unlock(&db->mu);

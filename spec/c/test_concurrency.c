@@ -591,7 +591,7 @@ static void test_write_nowait_busy_when_slowing_down(void)
 #if PER_WRITER < 1000
 #define SYNC_PER_WRITER 60 /* ThreadSanitizer */
 #else
-#define SYNC_PER_WRITER 200
+#define SYNC_PER_WRITER 100
 #endif
 
 /* The WAL's bytes as written, and how many of them an fdatasync has completed on: installed as
