@@ -179,37 +179,56 @@ kw_file_meta *kw_compaction_sample_file(const kw_version *v, kw_slice ukey)
     return NULL; /* at most one file holds ukey: nothing to flatten */
 }
 
-/* The first file of `level` whose read budget is spent, or NULL. */
-static kw_file_meta *spent_file(const kw_version *v, int level)
+static bool budget_spent(kw_file_meta *m)
 {
-    for (size_t i = 0; i < v->nfiles[level]; i++)
-        if (atomic_load_explicit(&v->files[level][i]->seeks_left, memory_order_relaxed) <= 0)
-            return v->files[level][i];
-    return NULL;
+    return atomic_load_explicit(&m->read_budget, memory_order_relaxed) <= 0;
 }
 
-/* A compaction for the first spent file of the highest free level above the last; NULL if
- * none. L0 follows the L0 rule: every L0 file (they overlap each other). */
+/* The read-triggered compaction of m, a spent file of `level`. */
+static kw_compaction *read_compaction(const kw_version *v, int level, kw_file_meta *m)
+{
+    kw_compaction *c = compaction_new(level);
+    c->reason = "reads";
+    c->read_triggered = true;
+    if (level == 0) {
+        for (size_t i = 0; i < v->nfiles[0]; i++)
+            add_input(c, 0, v->files[0][i]);
+    } else {
+        add_input(c, 0, m);
+    }
+    add_overlapping_below(c, v);
+    return c;
+}
+
+/* Have m's reads paid for c? If not, grants m the difference (it wakes a compaction thread again
+ * when spent) and says no. */
+static bool reads_paid_for(kw_file_meta *m, const kw_compaction *c)
+{
+    uint64_t cost = kw_compaction_input_bytes(c) + KW_COMPACTION_FIXED_BYTES;
+    if (m->read_granted >= cost) /* always so for a move: it costs the file's size at most */
+        return true;
+    int_fast64_t more = (int_fast64_t)(cost - m->read_granted);
+    m->read_granted = cost;
+    return atomic_fetch_add_explicit(&m->read_budget, more, memory_order_relaxed) + more <= 0;
+}
+
+/* The read-triggered compaction of the first spent file, upper levels first, that has paid for
+ * it; NULL if none. */
 static kw_compaction *pick_read_triggered(const kw_version *v, const kiwi_options *o,
                                           const bool *busy)
 {
     for (int l = 0; l < (int)o->max_levels && l + 1 < KW_MAX_LEVELS; l++) {
         if (busy[l] || busy[l + 1])
             continue;
-        kw_file_meta *m = spent_file(v, l);
-        if (m == NULL)
-            continue;
-        kw_compaction *c = compaction_new(l);
-        c->reason = "reads";
-        c->read_triggered = true;
-        if (l == 0) {
-            for (size_t i = 0; i < v->nfiles[0]; i++)
-                add_input(c, 0, v->files[0][i]);
-        } else {
-            add_input(c, 0, m);
+        for (size_t i = 0; i < v->nfiles[l]; i++) {
+            kw_file_meta *m = v->files[l][i];
+            if (!budget_spent(m))
+                continue;
+            kw_compaction *c = read_compaction(v, l, m);
+            if (reads_paid_for(m, c))
+                return c;
+            kw_compaction_free(c);
         }
-        add_overlapping_below(c, v);
-        return c;
     }
     return NULL;
 }

@@ -13,11 +13,13 @@
  *  - The level with the highest score (size / target, or L0 files / threshold) >= 1 goes first;
  *    a compaction Ln -> Ln+1 reserves both levels, so compactions that share no level run in
  *    parallel.
- *  - Read-triggered (reason "reads"): when no level scores >= 1, a file whose read budget is
- *    spent (kw_file_meta.seeks_left <= 0, see kw_file_charge_read) is compacted: an L0 file by
- *    the L0 rule (all L0 files + the L1 files they overlap), a file of L1.. with the files of the
- *    next level it overlaps (moved when it overlaps none; it then stays spent, so it keeps
- *    sinking until it meets the files it is read with). Upper levels first.
+ *  - Read-triggered (reason "reads"), when no level scores >= 1: a file whose read budget is
+ *    spent (kw_file_meta.read_budget <= 0, see kw_file_charge_read) and whose reads have paid
+ *    for its compaction (budget granted >= input bytes + KW_COMPACTION_FIXED_BYTES; else the
+ *    difference is granted and the file waits). An L0 file is compacted by the L0 rule (all L0
+ *    files + the L1 files they overlap), a file of L1.. with the files of the next level it
+ *    overlaps (moved when it overlaps none; it stays spent, so it keeps sinking until it meets
+ *    the files it is read with). Upper levels first.
  * The merge drops a version when a newer version of the same key is visible to every live
  * snapshot, and a tombstone when no snapshot needs it and no deeper level may hold the key.
  * Outputs are cut at target_file_size_mb, always between two user keys (all versions of a key
@@ -49,8 +51,10 @@ typedef struct {
 } kw_compaction;
 
 /* Scores and picks the most urgent compaction in v whose levels are not in `busy`, else a
- * read-triggered one (a spent read budget); NULL if nothing needs compacting. `cursor[level]` is the level's round-robin position (the
- * largest user key last compacted there, malloc'd; updated by kw_compaction_done). */
+ * read-triggered one (a spent read budget that paid for it; budgets that did not are re-armed);
+ * NULL if nothing needs compacting. `cursor[level]` is the level's round-robin position (the
+ * largest user key last compacted there, malloc'd; updated by kw_compaction_done).
+ * REQUIRES: the db mutex (it writes read_granted). */
 kw_compaction *kw_compaction_pick(const kw_version *v, const kiwi_options *o, const bool *busy,
                                   kw_buf *cursor);
 
@@ -78,16 +82,25 @@ void kw_compaction_done(const kw_compaction *c, kw_buf *cursor);
 void kw_compaction_free(kw_compaction *c);
 uint64_t kw_compaction_input_bytes(const kw_compaction *c);
 
-/* Charges one read to m, the first file a read consulted when it had to consult another one
- * too (a point read that missed in m, or an iterator sample that several files overlap). True
- * exactly once per file: for the read that spent its budget (the caller then wakes a compaction
- * thread). Thread-safe and cheap: one relaxed load, then one relaxed decrement while the budget
- * lasts (a spent file's counter is no longer written, so its cache line stays shared). */
-static inline bool kw_file_charge_read(kw_file_meta *m)
+/* Read costs, in bytes of compaction work (docs/internals/compaction.md, "Read-triggered
+ * compaction", has the measurements): a file consulted in vain costs a bloom probe when its
+ * filter ruled the key out, a data block search otherwise; an iterator sample stands for the
+ * ~1 MiB read through overlapping files since the previous one. */
+#define KW_READ_COST_PROBE 128
+#define KW_READ_COST_BLOCK 4096
+#define KW_READ_SAMPLE_BYTES (1 << 20)
+
+/* Charges `bytes` of wasted read work to m, the first file a read consulted when it had to
+ * consult another one too. True for exactly one charge per arming: the one that spent the
+ * budget (the caller then wakes a compaction thread). Thread-safe and cheap: one relaxed load,
+ * then one relaxed subtraction while the budget lasts (a spent file's counter is not written
+ * again, so its cache line stays shared among readers). */
+static inline bool kw_file_charge_read(kw_file_meta *m, int_fast64_t bytes)
 {
-    if (atomic_load_explicit(&m->seeks_left, memory_order_relaxed) <= 0)
+    if (atomic_load_explicit(&m->read_budget, memory_order_relaxed) <= 0)
         return false;
-    return atomic_fetch_sub_explicit(&m->seeks_left, 1, memory_order_relaxed) == 1;
+    int_fast64_t old = atomic_fetch_sub_explicit(&m->read_budget, bytes, memory_order_relaxed);
+    return old > 0 && old <= bytes;
 }
 
 /* For an iterator's read sample at user key ukey: the first file a point read would consult

@@ -164,9 +164,9 @@ kw_super *kw_super_acquire(kiwi_db *db);  /* pins the current view (takes mu bri
 void kw_super_release(kw_super *s);
 void kw_db_install_super(kiwi_db *db);    /* REQUIRES: mu; rebuilds db->super */
 uint64_t kw_db_read_seq(kiwi_db *db, const kiwi_read_options *ro);
-/* Charges a read to m (kw_file_charge_read); wakes a compaction thread when that spends m's
- * budget (once per file). Takes mu only then. */
-void kw_db_charge_read(kiwi_db *db, kw_file_meta *m);
+/* Charges `bytes` of wasted read work to m (kw_file_charge_read); wakes a compaction thread
+ * when that spends m's budget (once per arming). Takes mu only then. */
+void kw_db_charge_read(kiwi_db *db, kw_file_meta *m, int_fast64_t bytes);
 
 /* db_write.c */
 kiwi_status kw_db_new_wal(kiwi_db *db, char **errmsg); /* REQUIRES: mu */

@@ -17,8 +17,8 @@
  * buffers), since the merge has already moved past the entry. Moving forward copies only the
  * user key being left (into skip), to recognise its older versions after the merge moved.
  * Read sampling (as LevelDB's): every entry read counts its key and value bytes down; about once
- * per MiB (a random distance) the current key is a sample, which charges the first of the files
- * overlapping it when two or more do (read-triggered compaction, compaction.h).
+ * per MiB (a random distance) the current key is a sample, which charges that MiB to the first
+ * of the files overlapping it when two or more do (read-triggered compaction, compaction.h).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +53,7 @@ struct kiwi_iter {
 
 /* ---- read sampling (read-triggered compaction, compaction.h) ------------------------------ */
 
-#define SAMPLE_PERIOD (1 << 20) /* one sample per MiB of keys and values read, on average */
+#define SAMPLE_PERIOD KW_READ_SAMPLE_BYTES /* mean bytes (keys + values) between samples */
 
 /* The next distance between samples: uniform in [0, 2 * SAMPLE_PERIOD), so that a scan with a
  * regular layout does not sample the same positions every time. */
@@ -73,8 +73,8 @@ static __attribute__((noinline)) void read_sample(kiwi_iter *it, kw_slice ukey)
 {
     it->sample_left += sample_period(it);
     kw_file_meta *m = kw_compaction_sample_file(it->view->version, ukey);
-    if (m)
-        kw_db_charge_read(it->db, m);
+    if (m) /* it stands for the bytes read since the previous sample: their mean */
+        kw_db_charge_read(it->db, m, KW_READ_SAMPLE_BYTES);
 }
 
 /* Accounts one entry read from the merge (every version and tombstone counts: each was read). */

@@ -5,8 +5,8 @@
  * order, newest first: the active memtable, the immutable memtables, L0 files newest first, then
  * L1.. where at most one file per level can hold the key. The first layer that knows the key
  * (a value or a tombstone) answers. A get that consults a second SSTable charges the first one
- * it consulted a read (read-triggered compaction, compaction.h): a file that keeps making reads
- * look further gets compacted with what lies below it.
+ * what consulting it cost in vain (read-triggered compaction, compaction.h): a file that keeps
+ * making reads look further gets compacted with what lies below it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +137,31 @@ static bool key_in_range(const kw_file_meta *m, kw_slice ukey)
     return kw_slice_compare(s, ukey) <= 0 && kw_slice_compare(ukey, l) <= 0;
 }
 
+void kw_db_charge_read(kiwi_db *db, kw_file_meta *m, int_fast64_t bytes)
+{
+    if (!kw_file_charge_read(m, bytes))
+        return;
+    pthread_mutex_lock(&db->mu); /* under mu: a worker between its pick and its wait sees it */
+    kw_compact_schedule(db);
+    pthread_mutex_unlock(&db->mu);
+}
+
+/* The SSTables a get consulted so far: when it consults a second one, the first one is charged
+ * what consulting it cost in vain (compaction.h). */
+typedef struct {
+    kw_file_meta *first;
+    int_fast64_t first_cost; /* KW_READ_COST_PROBE or KW_READ_COST_BLOCK */
+    int n;
+} consulted_files;
+
+static inline void consult(kiwi_db *db, consulted_files *cf, kw_file_meta *m)
+{
+    if (++cf->n == 1)
+        cf->first = m;
+    else if (cf->n == 2)
+        kw_db_charge_read(db, cf->first, cf->first_cost);
+}
+
 /* How a point read reads tables: filling the data tier or not; `resident`: only from memory,
  * KIWI_BUSY when a table would have to wait for the disk (kw_table_get_resident). */
 typedef struct {
@@ -145,9 +170,11 @@ typedef struct {
 } read_how;
 
 static kiwi_status table_lookup(kiwi_db *db, kw_file_meta *m, kw_slice ukey, uint64_t seq,
-                                read_how how, kw_lookup *res, kw_buf *value, char **errmsg)
+                                read_how how, kw_lookup *res, kw_buf *value,
+                                consulted_files *cf, char **errmsg)
 {
     kw_table_lookup_info info;
+    consult(db, cf, m);
     kiwi_status st =
         how.resident ? kw_table_get_resident(m->table, ukey, seq, res, value, &info, errmsg)
                      : kw_table_get_ex(m->table, ukey, seq, how.fill_cache, res, value, &info,
@@ -158,25 +185,9 @@ static kiwi_status table_lookup(kiwi_db *db, kw_file_meta *m, kw_slice ukey, uin
         atomic_fetch_add(&db->stats.bloom_negatives, 1);
     if (info.block_read)
         atomic_fetch_add(&db->stats.sstable_reads, 1);
+    if (cf->n == 1)
+        cf->first_cost = info.bloom_may_contain ? KW_READ_COST_BLOCK : KW_READ_COST_PROBE;
     return st;
-}
-
-void kw_db_charge_read(kiwi_db *db, kw_file_meta *m)
-{
-    if (!kw_file_charge_read(m))
-        return;
-    pthread_mutex_lock(&db->mu); /* under mu: a worker between its pick and its wait sees it */
-    kw_compact_schedule(db);
-    pthread_mutex_unlock(&db->mu);
-}
-
-/* Counts m, a file about to be consulted: the second one charges the first (compaction.h). */
-static inline void consulted(kiwi_db *db, kw_file_meta **first, int *n, kw_file_meta *m)
-{
-    if (++*n == 1)
-        *first = m;
-    else if (*n == 2)
-        kw_db_charge_read(db, *first);
 }
 
 /* Looks ukey up in the view; on KW_LOOKUP_FOUND the value is copied into *value. A lookup that
@@ -197,14 +208,12 @@ static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t se
         return KIWI_OK;
     }
     const kw_version *v = s->version;
-    kw_file_meta *first = NULL;
-    int nconsulted = 0;
+    consulted_files cf = {NULL, KW_READ_COST_PROBE, 0};
     for (size_t i = 0; i < v->nfiles[0]; i++) {
         kw_file_meta *m = v->files[0][i];
         if (m->min_seq > seq || !key_in_range(m, ukey))
             continue;
-        consulted(db, &first, &nconsulted, m);
-        kiwi_status st = table_lookup(db, m, ukey, seq, how, res, value, errmsg);
+        kiwi_status st = table_lookup(db, m, ukey, seq, how, res, value, &cf, errmsg);
         if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
             return st;
     }
@@ -212,8 +221,7 @@ static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t se
         kw_file_meta *m = level_file_for(v, l, ukey);
         if (m == NULL)
             continue;
-        consulted(db, &first, &nconsulted, m);
-        kiwi_status st = table_lookup(db, m, ukey, seq, how, res, value, errmsg);
+        kiwi_status st = table_lookup(db, m, ukey, seq, how, res, value, &cf, errmsg);
         if (st != KIWI_OK || *res != KW_LOOKUP_MISS)
             return st;
     }

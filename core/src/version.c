@@ -14,17 +14,6 @@
 
 /* ---- file metadata ---------------------------------------------------------------------- */
 
-/* A file's read budget (kw_file_meta.seeks_left): one read per 16 KiB of file, at least 100.
- * LevelDB's estimate: consulting one extra file costs about as much as compacting 16 KiB. */
-#define SEEK_BUDGET_BYTES 16384
-#define SEEK_BUDGET_MIN 100
-
-static int seek_budget(uint64_t size)
-{
-    uint64_t n = size / SEEK_BUDGET_BYTES;
-    return n < SEEK_BUDGET_MIN ? SEEK_BUDGET_MIN : (n > INT32_MAX ? INT32_MAX : (int)n);
-}
-
 static kw_file_meta *meta_from_edit(const char *dir, const kw_edit_file *f)
 {
     kw_file_meta *m = kw_calloc(1, sizeof *m);
@@ -41,7 +30,8 @@ static kw_file_meta *meta_from_edit(const char *dir, const kw_edit_file *f)
     m->entries = f->entries;
     m->tombstones = f->tombstones;
     m->path = kw_numbered_path(dir, f->number, "sst");
-    atomic_init(&m->seeks_left, seek_budget(f->size));
+    m->read_granted = f->size + KW_COMPACTION_FIXED_BYTES; /* the least its compaction costs */
+    atomic_init(&m->read_budget, (int_fast64_t)m->read_granted);
     return m;
 }
 

@@ -41,13 +41,17 @@ typedef struct kw_file_meta {
     uint64_t entries, tombstones;
     kw_table *table; /* open reader (mmapped); NULL only while a manifest is being replayed */
     char *path;
-    /* Read-triggered compaction (compaction.h, kw_file_charge_read): how many more reads may
-     * consult this file first and then another one before it asks to be compacted. Starts at
-     * seek_budget(size) (version.c); only ever decremented (relaxed atomics), by readers.
-     * <= 0: spent; the picker takes the file when nothing size- or count-triggered is due.
-     * A moved file keeps what is left (its meta moves with it). */
-    atomic_int seeks_left;
+    /* Read-triggered compaction (compaction.h): bytes of read work wasted because of this file
+     * (reads that consulted it first, then another file) that it may still cause before it asks
+     * to be compacted. Readers only subtract (relaxed atomics, kw_file_charge_read); the picker
+     * adds when it re-arms. <= 0: spent. Starts at size + KW_COMPACTION_FIXED_BYTES. */
+    atomic_int_fast64_t read_budget;
+    uint64_t read_granted; /* total budget given so far; guarded by the db mutex (the picker) */
 } kw_file_meta;
+
+/* What any compaction costs beyond its input bytes (file creation, two fsyncs, a manifest
+ * record, a new version), in bytes of merging: about 1 MiB. */
+#define KW_COMPACTION_FIXED_BYTES (1 << 20)
 
 typedef struct kw_version {
     atomic_int refs;

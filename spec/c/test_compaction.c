@@ -8,8 +8,9 @@
  *  - an iterator opened before heavy compaction still reads its whole snapshot (files pinned);
  *  - a snapshot held across compactions keeps seeing its data;
  *  - read-triggered compaction: gets and iterators that consult several files spend the first
- *    file's read budget and compact it (exactly at the budget; not for reads the first file
- *    answers), data and snapshots intact, concurrent readers.
+ *    file's read budget and compact it (not for reads the first file answers, not for samples
+ *    one file holds); a spent file sinks to what it is read with; data and snapshots intact;
+ *    concurrent readers.
  * Sizes shrink under sanitizers (the test runs plain, under ASan+UBSan and under TSan).
  */
 #include <dirent.h>
@@ -174,9 +175,10 @@ static void test_load_with_readers(void)
     for (int i = 0; i < 2; i++)
         pthread_join(r[i], NULL);
     CHECK(atomic_load(&g_bad) == 0);
-    printf("load: %d writes, max L0 files %llu, compactions %llu, stalls %llu, slowdowns %llu\n",
-           N, max_l0, dbtest_stat(g_db, "compactions"), dbtest_stat(g_db, "stalls"),
-           dbtest_stat(g_db, "slowdowns"));
+    printf("load: %d writes, max L0 files %llu, compactions %llu (read-triggered %llu), "
+           "stalls %llu, slowdowns %llu\n",
+           N, max_l0, dbtest_stat(g_db, "compactions"), dbtest_stat(g_db, "read_compactions"),
+           dbtest_stat(g_db, "stalls"), dbtest_stat(g_db, "slowdowns"));
     CHECK(max_l0 <= 12); /* the stop trigger bounds L0 */
     CHECK(dbtest_stat(g_db, "compactions") > 0);
 
@@ -669,10 +671,25 @@ static void gets_past_newest(kiwi_db *db, int n, int *cursor)
     }
 }
 
-/* Gets that consult several files spend the first file's budget (100 reads for a small file):
- * the 100th one, not the 99th, starts a compaction (reason "reads") that leaves the keys in one
- * level; gets answered by the first file consulted charge nothing. Data and a snapshot taken
- * before are intact. */
+/* Gets past the newest file, 100 at a time, until `want` read-triggered compactions have run
+ * (at most `limit` gets); returns how many gets it took. */
+static int gets_until_read_compactions(kiwi_db *db, unsigned long long want, int limit,
+                                       int *cursor)
+{
+    int n = 0;
+    while (n < limit && dbtest_stat(db, "read_compactions") < want) {
+        gets_past_newest(db, 100, cursor);
+        n += 100;
+        if (dbtest_stat(db, "compactions_running") > 0)
+            wait_stat(db, "compactions_running", 0); /* let it finish before charging more */
+    }
+    return n;
+}
+
+/* Gets that consult several files spend the first file's budget (its size + 1 MiB, at 128 bytes
+ * a bloom probe in vain, 4 KiB a block search): a compaction (reason "reads") then leaves the
+ * keys in one level. Gets answered by the first file consulted charge nothing. Data and a
+ * snapshot taken before are intact. */
 static void test_reads_trigger_compaction(void)
 {
     char *dir = ctest_tmpdir("creads");
@@ -682,7 +699,7 @@ static void test_reads_trigger_compaction(void)
     if (!db)
         return;
     char key[32];
-    for (int i = 0; i < 1000; i++) { /* found in C, the first file consulted */
+    for (int i = 0; i < 10000; i++) { /* found in C: were they charged, 10000 x 128 > 1 MiB */
         snprintf(key, sizeof key, "g%05d", (i * 3) % RKEYS);
         char *v = NULL;
         size_t vl;
@@ -691,19 +708,21 @@ static void test_reads_trigger_compaction(void)
     }
     CHECK(no_compaction_after_a_while(db));
     int cursor = 0;
-    gets_past_newest(db, 99, &cursor);
+    gets_past_newest(db, 250, &cursor); /* at most 250 x 4 KiB < 1 MiB: not spent yet */
     CHECK(no_compaction_after_a_while(db));
     CHECK_EQ_U64(level_files(db, 0), 3);
-    gets_past_newest(db, 1, &cursor); /* the 100th spends C's budget */
+    int n = 250 + gets_until_read_compactions(db, 1, 20000, &cursor);
+    printf("  # read-triggered compaction after %d gets past the newest file\n", n);
     CHECK(wait_stat(db, "read_compactions", 1));
+    CHECK(n > 4000 && n < 12000); /* ~(1 MiB + the three files) / 128 */
     CHECK_EQ_U64(dbtest_stat(db, "read_compactions"), 1);
     CHECK_EQ_U64(level_files(db, 0), 0);
     CHECK(level_files(db, 1) >= 1);
     CHECK_EQ_U64(level_files(db, 2) + level_files(db, 3), 0);
     CHECK_EQ_U64(check_three_files(db, model, NULL), 0);
     CHECK_EQ_U64(check_three_files(db, model, snap), 0); /* the snapshot kept its versions */
-    gets_past_newest(db, 500, &cursor); /* one file per key now: nothing to charge */
-    sleep_ms(100);
+    gets_past_newest(db, 10000, &cursor); /* one file per key now: nothing to charge */
+    sleep_ms(300);
     CHECK_EQ_U64(dbtest_stat(db, "compactions"), 1);
     kiwi_snapshot_release(db, snap);
     kiwi_close(db);
@@ -712,8 +731,40 @@ static void test_reads_trigger_compaction(void)
     ctest_rmtree(dir);
 }
 
-/* Full scans over three overlapping L0 files (8 KiB values: ~2.4 MiB a scan) sample about once
- * per MiB; each sample charges the newest file, so a few dozen scans compact L0. */
+enum { SCAN_KEYS = 300, SCAN_VLEN = 8192 };
+
+/* Full scans (8 KiB values); returns the number of wrong entries. */
+static int scan_all(kiwi_db *db, int times)
+{
+    int bad = 0;
+    for (int t = 0; t < times; t++) {
+        kiwi_iter *it = kiwi_iter_create(db, NULL);
+        int n = 0;
+        for (kiwi_iter_seek_to_first(it); kiwi_iter_valid(it); kiwi_iter_next(it), n++) {
+            size_t vl;
+            const char *v = kiwi_iter_value(it, &vl);
+            bad += vl != SCAN_VLEN || v[0] != 'a' + n % 26 || v[SCAN_VLEN - 1] != v[0];
+        }
+        bad += n != SCAN_KEYS || kiwi_iter_status(it, NULL) != KIWI_OK;
+        kiwi_iter_destroy(it);
+    }
+    return bad;
+}
+
+static void put_scan_keys(kiwi_db *db, int from, int to, char *val)
+{
+    char key[32];
+    for (int k = from; k < to; k++) {
+        snprintf(key, sizeof key, "s%05d", k);
+        memset(val, 'a' + k % 26, SCAN_VLEN);
+        kiwi_put(db, NULL, key, strlen(key), val, SCAN_VLEN, NULL);
+    }
+    CHECK(kiwi_flush(db, NULL) == KIWI_OK);
+}
+
+/* Iterators sample about once per MiB read and charge that MiB to the first of the files
+ * overlapping the sample, only when two or more do: scans over disjoint L0 files compact
+ * nothing; once a file overlapping them all is added, a few scans compact L0. */
 static void test_iterator_triggers_compaction(void)
 {
     char *dir = ctest_tmpdir("citreads");
@@ -721,54 +772,45 @@ static void test_iterator_triggers_compaction(void)
     kiwi_db *db = open_with(dir, settings);
     if (!db)
         return;
-    enum { NK = 300, VLEN = 8192 };
-    char key[32];
-    char *val = malloc(VLEN);
-    for (int file = 0; file < 3; file++) { /* file f: keys k % 3 == f, ranges overlap */
-        for (int k = file; k < NK; k += 3) {
-            snprintf(key, sizeof key, "s%05d", k);
-            memset(val, 'a' + k % 26, VLEN);
-            kiwi_put(db, NULL, key, strlen(key), val, VLEN, NULL);
-        }
-        CHECK(kiwi_flush(db, NULL) == KIWI_OK);
-    }
-    CHECK_EQ_U64(level_files(db, 0), 3);
+    char *val = malloc(SCAN_VLEN);
+    for (int file = 0; file < 3; file++) /* disjoint: keys [100 f, 100 f + 100) */
+        put_scan_keys(db, 100 * file, 100 * file + 100, val);
+    CHECK_EQ_U64(scan_all(db, 20), 0); /* 48 MiB read, every sample in one file */
+    CHECK(no_compaction_after_a_while(db));
+    put_scan_keys(db, 0, SCAN_KEYS, val); /* overlaps all three */
+    CHECK_EQ_U64(level_files(db, 0), 4);
     int scans = 0, bad = 0;
-    for (; scans < 2000 && dbtest_stat(db, "read_compactions") == 0; scans++) {
-        kiwi_iter *it = kiwi_iter_create(db, NULL);
-        int n = 0;
-        for (kiwi_iter_seek_to_first(it); kiwi_iter_valid(it); kiwi_iter_next(it), n++) {
-            size_t vl;
-            const char *v = kiwi_iter_value(it, &vl);
-            bad += vl != VLEN || v[0] != 'a' + n % 26 || v[VLEN - 1] != v[0];
-        }
-        bad += n != NK;
-        kiwi_iter_destroy(it);
+    for (; scans < 200 && dbtest_stat(db, "read_compactions") == 0; scans++) {
+        bad += scan_all(db, 1);
+        if (dbtest_stat(db, "compactions_running") > 0)
+            wait_stat(db, "compactions_running", 0);
     }
     printf("  # read-triggered compaction after %d full scans\n", scans);
     CHECK(wait_stat(db, "read_compactions", 1));
-    CHECK(scans > 5); /* about 100 samples were needed, at ~2.4 a scan */
+    CHECK(scans <= 10); /* ~6 MiB of samples (the new file + 1 MiB, then all four) a 4.8 */
     CHECK_EQ_U64(dbtest_stat(db, "gets"), 0);
     CHECK_EQ_U64(level_files(db, 0), 0);
     CHECK(level_files(db, 1) >= 1);
-    kiwi_iter *it = kiwi_iter_create(db, NULL);
-    int n = 0;
-    for (kiwi_iter_seek_to_first(it); kiwi_iter_valid(it); kiwi_iter_next(it), n++) {
-        size_t vl;
-        const char *v = kiwi_iter_value(it, &vl);
-        bad += vl != VLEN || v[0] != 'a' + n % 26;
-    }
-    kiwi_iter_destroy(it);
-    CHECK_EQ_U64(n, NK);
+    bad += scan_all(db, 1);
     CHECK_EQ_U64(bad, 0);
     free(val);
     kiwi_close(db);
     ctest_rmtree(dir);
 }
 
+/* "old-k" padded to 3500 bytes: 600 of them make a 2 MiB last-level file. */
+static size_t old_value(int k, char *buf)
+{
+    int n = snprintf(buf, 64, "old-%d-", k);
+    memset(buf + n, 'x', 3500 - (size_t)n);
+    return 3500;
+}
+
 /* A spent L0 file that overlaps nothing in L1..L2 is moved down level by level (it stays spent)
- * until it meets the last-level file it was read with, then merged with it. A snapshot taken
- * before the new writes keeps its view through the merge. */
+ * until it meets the 2 MiB last-level file it is read with; merging with that costs more than
+ * the file's budget, so it waits until its reads have paid for the merge too (about 2 MiB more,
+ * 128 bytes a get, 4 KiB for the ~1% the bloom filter lets through: ~13000 gets). A snapshot
+ * taken before the new writes keeps its view. */
 static void test_read_compaction_sinks_to_overlap(void)
 {
     char *dir = ctest_tmpdir("csink");
@@ -776,15 +818,14 @@ static void test_read_compaction_sinks_to_overlap(void)
     kiwi_db *db = open_with(dir, settings);
     if (!db)
         return;
-    char key[32], val[64];
+    char key[32], val[3500];
     for (int k = 0; k < RKEYS; k++) {
         snprintf(key, sizeof key, "g%05d", k);
-        snprintf(val, sizeof val, "old-%d", k);
-        kiwi_put(db, NULL, key, strlen(key), val, strlen(val), NULL);
+        kiwi_put(db, NULL, key, strlen(key), val, old_value(k, val), NULL);
     }
     CHECK(kiwi_compact_range(db, NULL, 0, NULL, 0, NULL) == KIWI_OK); /* all in L3 */
     const kiwi_snapshot *snap = kiwi_snapshot_create(db);
-    for (int k = 0; k < RKEYS; k += 2) {
+    for (int k = 0; k < RKEYS; k += 3) { /* like file C of open_three_files */
         snprintf(key, sizeof key, "g%05d", k);
         snprintf(val, sizeof val, "new-%d", k);
         kiwi_put(db, NULL, key, strlen(key), val, strlen(val), NULL);
@@ -792,14 +833,13 @@ static void test_read_compaction_sinks_to_overlap(void)
     CHECK(kiwi_flush(db, NULL) == KIWI_OK);
     CHECK_EQ_U64(level_files(db, 0), 1);
     unsigned long long before = dbtest_stat(db, "compactions");
-    for (int i = 0; i < 100; i++) { /* odd keys: the L0 file, then the L3 one */
-        snprintf(key, sizeof key, "g%05d", (2 * i + 1) % RKEYS);
-        char *v = NULL;
-        size_t vl;
-        CHECK(kiwi_get(db, NULL, key, strlen(key), &v, &vl, NULL) == KIWI_OK);
-        kiwi_free(v);
-    }
+    int cursor = 0; /* gets of keys the L0 file lacks: it, then the L3 file */
+    int moved = gets_until_read_compactions(db, 2, 30000, &cursor);
+    int merged = gets_until_read_compactions(db, 3, 60000, &cursor);
+    printf("  # read-triggered: two moves after %d gets, the merge after %d more\n", moved,
+           merged);
     CHECK(wait_stat(db, "read_compactions", 3)); /* L0 -> L1 -> L2 moved, L2 -> L3 merged */
+    CHECK(merged > 8000); /* re-armed with the merge's cost; without that: at once */
     CHECK_EQ_U64(dbtest_stat(db, "read_compactions"), 3);
     CHECK_EQ_U64(dbtest_stat(db, "trivial_moves"), 2);
     CHECK_EQ_U64(dbtest_stat(db, "compactions") - before, 3);
@@ -809,11 +849,12 @@ static void test_read_compaction_sinks_to_overlap(void)
     for (int k = 0; k < RKEYS; k++) {
         snprintf(key, sizeof key, "g%05d", k);
         for (int view = 0; view < 2; view++) {
-            snprintf(val, sizeof val, "%s-%d", view == 0 && k % 2 == 0 ? "new" : "old", k);
+            size_t want = view == 0 && k % 3 == 0 ? (size_t)snprintf(val, sizeof val, "new-%d", k)
+                                                  : old_value(k, val);
             char *v = NULL;
             size_t vl = 0;
             bad += kiwi_get(db, view ? &ro : NULL, key, strlen(key), &v, &vl, NULL) != KIWI_OK ||
-                   vl != strlen(val) || memcmp(v, val, vl) != 0;
+                   vl != want || memcmp(v, val, vl) != 0;
             kiwi_free(v);
         }
     }
@@ -832,7 +873,7 @@ static void *charging_reader(void *arg)
 {
     int t = (int)(uintptr_t)arg, bad = 0;
     char key[32];
-    for (int i = 0; i < 3000 / SCALE; i++) {
+    for (int i = 0; i < 4000; i++) { /* 16000 gets, ~1.6 MB charged: more than the budget */
         int k = (i * 7 + t * 101) % RKEYS;
         snprintf(key, sizeof key, "g%05d", k);
         char *v = NULL;
@@ -842,7 +883,7 @@ static void *charging_reader(void *arg)
         bad += w == NULL ? st != KIWI_NOT_FOUND
                          : st != KIWI_OK || vl != strlen(w) || memcmp(v, w, vl) != 0;
         kiwi_free(v);
-        if (t == 0 && i % 100 == 0)
+        if (t == 0 && i % 500 == 0)
             bad += check_three_files(g_rdb, g_rmodel, NULL);
     }
     return (void *)(uintptr_t)bad;
