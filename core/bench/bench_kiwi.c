@@ -311,6 +311,23 @@ static long long stat_num(const char *json, const char *after, const char *name)
     return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
 }
 
+/* Group commit's gathering of synced groups (fillsync4), when the workload gathered at all. */
+static void note_gathers(char *out, const char *s0, const char *s1)
+{
+    static const char *const names[] = {"gathers", "gather_handoffs", "gather_timeouts",
+                                        "gather_micros"};
+    long long d[4];
+    for (int i = 0; i < 4; i++) {
+        long long a = stat_num(s0, "{", names[i]), c = stat_num(s1, "{", names[i]);
+        if (a < 0 || c < 0)
+            return;
+        d[i] = c - a;
+    }
+    if (d[0] > 0)
+        note_append(out, "gathers %lld (%lld handed over, %lld at the bound, %.0f us each)", d[0],
+                    d[1], d[2], (double)d[3] / (double)d[0]);
+}
+
 static void note_counters(char *out, const char *s0, const char *s1, int counters)
 {
     static const char *const wnames[] = {"wal_syncs", "write_groups", "stalls", "compactions"};
@@ -322,6 +339,8 @@ static void note_counters(char *out, const char *s0, const char *s1, int counter
         if (a >= 0 && c >= 0)
             note_append(out, "%s %lld", names[i], c - a);
     }
+    if (counters == 1)
+        note_gathers(out, s0, s1);
     if (counters == 2) {
         long long ix = stat_num(s1, "\"memory\":", "block_cache_index");
         long long bl = stat_num(s1, "\"memory\":", "block_cache_bloom");

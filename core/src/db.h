@@ -1,10 +1,11 @@
 /*
  * db.h: the kiwi_db handle and what the db_*.c files share.
  *
- * Files: db.c (open, recovery, close), db_write.c (writer queue, group commit, memtable
- * rotation), db_flush.c (flush pipeline, ordered commits, obsolete-file cleanup), db_read.c
- * (point reads, snapshots), db_iter.c (merging and user iterators), db_property.c (stats,
- * introspection JSON, trace).
+ * Files: db.c (open, recovery, close), db_write.c (public write calls, commit thread),
+ * db_group.c (writer queue, group commit, gathering; db_group.h), db_rotate.c (new WALs, memtable
+ * rotation, slowdowns and stalls), db_flush.c (flush pipeline, ordered commits, obsolete-file
+ * cleanup), db_read.c (point reads, snapshots), db_iter.c (merging and user iterators),
+ * db_property.c (stats, introspection JSON, trace).
  *
  * Concurrency (DESIGN §4):
  *  - `mu` guards every field under "guarded by mu". It is never held across disk I/O except the
@@ -135,7 +136,7 @@ struct kiwi_db {
     pthread_t *compactors;
     uint32_t ncompactors;
 
-    /* group commit gathering (db_write.c), guarded by mu */
+    /* group commit gathering (db_group.c), guarded by mu */
     size_t sync_queued;            /* sync writers in the writer queue */
     size_t sync_seen;              /* sync writers at once around the last synced group */
     uint64_t sync_micros_avg;      /* recent fdatasync duration (moving average), 0: unknown */
@@ -168,11 +169,16 @@ uint64_t kw_db_read_seq(kiwi_db *db, const kiwi_read_options *ro);
  * when that spends m's budget (once per arming). Takes mu only then. */
 void kw_db_charge_read(kiwi_db *db, kw_file_meta *m, int_fast64_t bytes);
 
-/* db_write.c */
+/* db_rotate.c */
 kiwi_status kw_db_new_wal(kiwi_db *db, char **errmsg); /* REQUIRES: mu */
 /* Makes the active memtable immutable and queues it for flush. REQUIRES: mu. */
 kiwi_status kw_db_rotate(kiwi_db *db, char **errmsg);
+/* Gives the active memtable room (force: rotates it unless empty), slowing down or stalling as
+ * L0 and the flush queue require. REQUIRES: mu; the caller leads the writer queue. */
+kiwi_status kw_db_make_room(kiwi_db *db, bool force, char **errmsg);
+bool kw_db_has_room_now(const kiwi_db *db); /* a write fits at once, nothing owed; REQUIRES: mu */
 
+/* db_write.c */
 kiwi_status kw_db_start_committer(kiwi_db *db, char **errmsg);
 void kw_db_stop_committer(kiwi_db *db); /* after the writer queue has drained */
 

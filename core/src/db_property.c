@@ -19,6 +19,7 @@
 #define ENTRY_LIMIT 10000
 
 #define LOAD(f) ((unsigned long long)atomic_load(&db->stats.f))
+#define LOAD_DB(f) ((unsigned long long)atomic_load(&db->f)) /* counters kept outside stats */
 
 static void stats_json(kiwi_db *db, kw_buf *b)
 {
@@ -43,7 +44,9 @@ static void stats_json(kiwi_db *db, kw_buf *b)
     kw_buf_printf(b, "{\"puts\":%llu,\"deletes\":%llu,\"batches\":%llu,\"gets\":%llu,"
                      "\"get_hits\":%llu,\"get_misses\":%llu,\"user_bytes_written\":%llu,"
                      "\"wal_bytes\":%llu,\"wal_writes\":%llu,\"wal_syncs\":%llu,"
-                     "\"write_groups\":%llu,\"flushes\":%llu,\"flush_bytes\":%llu,"
+                     "\"write_groups\":%llu,\"gathers\":%llu,\"gather_timeouts\":%llu,"
+                     "\"gather_handoffs\":%llu,\"gather_micros\":%llu,"
+                     "\"flushes\":%llu,\"flush_bytes\":%llu,"
                      "\"flush_micros\":%llu,\"flush_entries\":%llu,\"rotations\":%llu,"
                      "\"stalls\":%llu,\"stall_micros\":%llu,\"stalled\":%s,"
                      "\"iterators_created\":%llu,\"snapshots_created\":%llu,"
@@ -58,7 +61,9 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                      "\"slowdowns\":%llu,\"slowdown_micros\":%llu,",
                   LOAD(puts), LOAD(deletes), LOAD(batches), LOAD(gets), LOAD(get_hits),
                   LOAD(get_misses), LOAD(user_bytes_written), LOAD(wal_bytes), LOAD(wal_writes),
-                  LOAD(wal_syncs), LOAD(write_groups), LOAD(flushes), LOAD(flush_bytes),
+                  LOAD(wal_syncs), LOAD(write_groups), LOAD_DB(gathers),
+                  LOAD_DB(gather_timeouts), LOAD_DB(gather_handoffs), LOAD_DB(gather_micros),
+                  LOAD(flushes), LOAD(flush_bytes),
                   LOAD(flush_micros), LOAD(flush_entries), LOAD(rotations), LOAD(stalls),
                   LOAD(stall_micros), stalled ? "true" : "false", LOAD(iterators_created),
                   LOAD(snapshots_created), LOAD(recovered_records), LOAD(recovered_torn_bytes),

@@ -1,581 +1,14 @@
 /*
- * db_write.c: the write path: validation, the writer queue with group commit, memtable rotation
- * and write stalls.
- *
- * Group commit (LevelDB's design, DESIGN §4): each writer enqueues itself; the writer at the head
- * is the leader. The leader makes room (rotating a full memtable, stalling while too many
- * immutable memtables wait for flush), takes the writers queued behind it into its group,
- * assigns their sequence numbers, and with the mutex released appends every batch to the WAL with
- * one writev and — if any member asked for sync — one fdatasync, then inserts the group into the
- * memtable. It then publishes the group's last sequence (readers never see half a group), marks
- * the members done and wakes the next leader.
- *
- * Gathering: a leader whose group will fdatasync first waits, briefly and bounded, until as many
- * sync writers are queued as were writing at once around the last synced group, so writers just
- * woken from one fdatasync share the next instead of splitting into groups of 1 and n-1. A lone
- * sync writer (the last group saw one) never waits. docs/internals/write_path.md has the numbers.
+ * db_write.c: the public write calls: kiwi_put, kiwi_delete, kiwi_write, kiwi_write_nowait,
+ * kiwi_write_async and kiwi_flush (argument checks, the sync default, the batches counter), and
+ * the commit thread that leads groups of async writers. Every write goes through the writer queue
+ * with group commit (db_group.c).
  */
-#include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "db.h"
-#include "env.h"
-#include "killpoint.h"
-
-#define MAX_GROUP_BYTES (1u << 20) /* a group stops growing past 1 MiB of payload */
-#define MAX_GROUP_SIZE 256
-
-kiwi_status kw_db_new_wal(kiwi_db *db, char **errmsg)
-{
-    uint64_t number = kw_vset_new_file_number(db->vs);
-    char *path = kw_numbered_path(db->path, number, "log");
-    kw_wal_writer *w = NULL;
-    kiwi_status st = kw_wal_writer_create(path, &w, errmsg);
-    free(path);
-    if (st != KIWI_OK)
-        return st;
-    if (db->wal)
-        kw_wal_writer_close(db->wal, false, NULL); /* its bytes are in the OS already */
-    db->wal = w;
-    db->wal_number = number;
-    return KIWI_OK;
-}
-
-kiwi_status kw_db_rotate(kiwi_db *db, char **errmsg)
-{
-    kw_wal_writer *old_wal = db->wal;
-    db->wal = NULL; /* keep it open until the new one exists */
-    kiwi_status st = kw_db_new_wal(db, errmsg);
-    if (st != KIWI_OK) {
-        db->wal = old_wal;
-        return st;
-    }
-    kw_wal_writer_close(old_wal, false, NULL);
-    kw_flush_enqueue(db, db->mem, db->mem_first_wal); /* takes over our reference */
-    db->mem = kw_memtable_create(db->wal_number);
-    db->mem_first_wal = db->wal_number;
-    atomic_fetch_add(&db->stats.rotations, 1);
-    kw_db_install_super(db);
-    return KIWI_OK;
-}
-
-/* Per-entry memory beyond key and value: skip-list node and tower, varint lengths, trailer. */
-#define ENTRY_OVERHEAD 48
-
-/* Full by entries in dev mode, by bytes in prod. Bytes are counted from the entries (user bytes
- * plus a per-entry overhead), not from the arena's blocks, so a limit smaller than an arena
- * block still lets entries in (an empty memtable is never full). */
-static bool memtable_full(const kiwi_db *db)
-{
-    uint64_t entries = kw_memtable_entries(db->mem);
-    if (entries == 0)
-        return false;
-    if (kw_options_is_dev(&db->opts))
-        return entries >= db->opts.max_memtable_entries;
-    double bytes = (double)kw_memtable_user_bytes(db->mem) + (double)entries * ENTRY_OVERHEAD;
-    return bytes >= db->opts.max_memtable_size_mb * 1024.0 * 1024.0;
-}
-
-/* Why a full memtable cannot rotate now, or NULL: writes go on into a memtable with room, and
- * wait only when it is full and flushing it would overload L0 or the flush queue (LevelDB's
- * rule). REQUIRES: mu. */
-static const char *stall_cause(const kiwi_db *db, bool want_rotation)
-{
-    if (!want_rotation)
-        return NULL;
-    if (db->njobs >= db->opts.max_immutable_memtables)
-        return "immutable_memtables";
-    if (db->vs->current->nfiles[0] >= db->opts.l0_stop_writes_trigger)
-        return "l0_files";
-    return NULL;
-}
-
-/* Each write is delayed once by 1 ms while L0 is past the slowdown trigger (LevelDB's rule):
- * it hands the CPU to compaction and spreads a stall into a slope. REQUIRES: mu. */
-static void maybe_slow_down(kiwi_db *db)
-{
-    size_t l0 = db->vs->current->nfiles[0];
-    if (l0 < db->opts.l0_slowdown_writes_trigger || l0 >= db->opts.l0_stop_writes_trigger)
-        return;
-    if (atomic_fetch_add(&db->stats.slowdowns, 1) % 1000 == 0)
-        kw_db_event(db, "warn", "write_slowdown",
-                    "{\"cause\":\"l0_files\",\"l0_files\":%zu,\"trigger\":%u,"
-                    "\"slowdowns\":%llu}",
-                    l0, db->opts.l0_slowdown_writes_trigger,
-                    (unsigned long long)atomic_load(&db->stats.slowdowns));
-    pthread_mutex_unlock(&db->mu);
-    uint64_t t0 = kw_now_micros();
-    struct timespec ts = {0, 1000000};
-    nanosleep(&ts, NULL);
-    atomic_fetch_add(&db->stats.slowdown_micros, kw_now_micros() - t0);
-    pthread_mutex_lock(&db->mu);
-}
-
-/* Ensures the active memtable has room, rotating it (force: whenever it is not empty).
- * Slows down or stalls while L0 or the flush queue is too long, with events and counters.
- * REQUIRES: mu held, caller is the leader. */
-static kiwi_status make_room(kiwi_db *db, bool force, char **errmsg)
-{
-    uint64_t stall_start = 0;
-    kiwi_status st = KIWI_OK;
-    if (!force)
-        maybe_slow_down(db);
-    for (;;) {
-        if (db->bg_status != KIWI_OK) {
-            st = kw_error(errmsg, db->bg_status, "writes are refused after a background error: %s",
-                          kw_error_detail(db->bg_errmsg));
-            break;
-        }
-        bool want = force ? kw_memtable_entries(db->mem) > 0 : memtable_full(db);
-        const char *cause = force ? NULL : stall_cause(db, want);
-        if (cause == NULL && force && want && db->njobs >= db->opts.max_immutable_memtables)
-            cause = "immutable_memtables";
-        if (cause != NULL) {
-            if (stall_start == 0) {
-                stall_start = kw_now_micros();
-                atomic_fetch_add(&db->stats.stalls, 1);
-                db->stalled = true;
-                kw_db_event(db, "warn", "write_stall",
-                            "{\"cause\":\"%s\",\"l0_files\":%zu,\"l0_stop_trigger\":%u,"
-                            "\"immutable\":%zu,\"immutable_limit\":%u}",
-                            cause, db->vs->current->nfiles[0], db->opts.l0_stop_writes_trigger,
-                            db->njobs, db->opts.max_immutable_memtables);
-            }
-            kw_compact_schedule(db);
-            pthread_cond_wait(&db->done_cv, &db->mu);
-            continue;
-        }
-        if (!want)
-            break;
-        st = kw_db_rotate(db, errmsg);
-        if (st != KIWI_OK || force)
-            break;
-    }
-    if (stall_start) {
-        uint64_t us = kw_now_micros() - stall_start;
-        atomic_fetch_add(&db->stats.stall_micros, us);
-        db->stalled = false;
-        kw_db_event(db, "info", "write_stall_end", "{\"micros\":%" PRIu64 "}", us);
-    }
-    return st;
-}
-
-typedef struct {
-    kw_memtable *mem;
-    uint64_t puts, deletes;
-} insert_ctx;
-
-static void insert_op(void *arg, uint64_t seq, kw_value_type type, kw_slice key, kw_slice value)
-{
-    insert_ctx *c = arg;
-    kw_memtable_add(c->mem, seq, type, key, value);
-    if (type == KW_TYPE_VALUE)
-        c->puts++;
-    else
-        c->deletes++;
-}
-
-/* Appends the group to the WAL and the memtable. Runs with mu released. */
-static kiwi_status commit_group(kiwi_db *db, kw_writer **group, size_t n, bool sync,
-                                kw_wal_writer *wal, kw_memtable *mem, uint64_t *sync_us,
-                                char **errmsg)
-{
-    kw_slice parts[MAX_GROUP_SIZE];
-    uint64_t bytes = 0;
-    for (size_t i = 0; i < n; i++) {
-        parts[i] = kw_batch_payload(group[i]->batch);
-        bytes += parts[i].size + KW_WAL_HEADER_SIZE;
-    }
-    if (sync) /* inside the file's length, the fdatasync below commits no size change */
-        kw_wal_writer_reserve(wal, bytes);
-    kiwi_status st = n == 1 ? kw_wal_writer_add(wal, parts[0], errmsg)
-                            : kw_wal_writer_add_many(wal, parts, n, errmsg);
-    kw_kill_point("wal.after_append");
-    if (st == KIWI_OK && sync) {
-        kw_kill_point("wal.before_sync");
-        uint64_t t0 = kw_now_micros();
-        st = kw_wal_writer_sync(wal, errmsg);
-        *sync_us = kw_now_micros() - t0;
-        atomic_fetch_add(&db->stats.wal_syncs, 1);
-        kw_kill_point("wal.after_sync");
-    }
-    if (st != KIWI_OK)
-        return st;
-    atomic_fetch_add(&db->stats.wal_bytes, bytes);
-    atomic_fetch_add(&db->stats.wal_writes, 1);
-    insert_ctx c = {mem, 0, 0};
-    uint64_t user_bytes = 0;
-    for (size_t i = 0; i < n && st == KIWI_OK; i++) {
-        st = kw_batch_iterate(parts[i], insert_op, &c, NULL, NULL, errmsg);
-        user_bytes += group[i]->batch->user_bytes;
-    }
-    atomic_fetch_add(&db->stats.puts, c.puts);
-    atomic_fetch_add(&db->stats.deletes, c.deletes);
-    atomic_fetch_add(&db->stats.user_bytes_written, user_bytes);
-    return st;
-}
-
-/* Leader: picks its group from the queue head. REQUIRES: mu held. */
-static size_t pick_group(kiwi_db *db, kw_writer **group, bool *sync)
-{
-    size_t n = 0;
-    uint64_t bytes = 0;
-    *sync = false;
-    for (kw_writer *w = db->writers_head; w && n < MAX_GROUP_SIZE; w = w->next) {
-        if (w->batch == NULL) /* a flush request ends the group */
-            break;
-        size_t sz = kw_batch_payload(w->batch).size;
-        if (n > 0 && bytes + sz > MAX_GROUP_BYTES)
-            break;
-        bytes += sz;
-        *sync = *sync || w->sync;
-        group[n++] = w;
-    }
-    return n;
-}
-
-/* What a leader does once it has released mu: post the thread writers it finished and the thread
- * writer it made the head, and run the async writers' callbacks. */
-typedef struct {
-    kw_writer *post[MAX_GROUP_SIZE + 1];
-    size_t nposts;
-    kw_writer *completed; /* async writers, linked by next */
-} wakeups;
-
-static void wakeups_init(wakeups *wk) /* not zeroed: only post[0..nposts) is ever read */
-{
-    wk->nposts = 0;
-    wk->completed = NULL;
-}
-
-/* Marks a group member done. A thread writer is posted and an async writer's callback runs once
- * the leader has released mu (a writer woken while mu is held would only block on it again).
- * REQUIRES: mu held. */
-static void finish_writer(kw_writer *w, kiwi_status st, const char *msg, wakeups *wk)
-{
-    w->done = true;
-    w->status = st;
-    if (st != KIWI_OK && msg)
-        w->errmsg = kw_strdup(msg);
-    if (w->async) {
-        w->next = wk->completed;
-        wk->completed = w;
-    } else {
-        wk->post[wk->nposts++] = w;
-    }
-}
-
-/* Wakes whoever must lead next: a thread writer at the head leads itself (posted with the
- * wakeups: it cannot stop being the head meanwhile, since only the head leads), an async writer
- * at the head is led by the commit thread. REQUIRES: mu held. */
-static void wake_next_leader(kiwi_db *db, wakeups *wk)
-{
-    kw_writer *h = db->writers_head;
-    if (h == NULL) {
-        db->writers_tail = NULL;
-        if (db->closing)
-            pthread_cond_broadcast(&db->done_cv);
-    } else if (h->async) {
-        pthread_cond_signal(&db->async_cv);
-    } else {
-        wk->post[wk->nposts++] = h;
-    }
-}
-
-/* Posts the thread writers (each may return and free its node at once, so none is touched after
- * its post), then runs the async writers' callbacks and frees their nodes. REQUIRES: mu
- * released. */
-static void run_wakeups(wakeups *wk)
-{
-    for (size_t i = 0; i < wk->nposts; i++)
-        sem_post(&wk->post[i]->wake);
-    kw_writer *completed = wk->completed;
-    while (completed) {
-        kw_writer *w = completed;
-        completed = w->next;
-        char *msg = w->errmsg;
-        if (w->status != KIWI_OK && msg == NULL)
-            msg = kw_strdup(kiwi_status_name(w->status));
-        w->done_fn(w->done_ctx, w->status, w->status == KIWI_OK ? NULL : msg);
-        if (w->status == KIWI_OK)
-            free(msg);
-        free(w);
-    }
-}
-
-/* Commits group[0..n) (group[0] is the queue head): assigns the sequences, appends to the WAL
- * and the memtable with mu released, then publishes the last sequence, or on failure sets the
- * background error. REQUIRES: mu held; the group is at the head of the queue. */
-static kiwi_status commit_locked(kiwi_db *db, kw_writer **group, size_t n, bool sync, char **err)
-{
-    for (size_t i = 0; i < n; i++) {
-        kw_batch_set_sequence(group[i]->batch, db->last_seq + 1);
-        db->last_seq += group[i]->batch->count;
-    }
-    uint64_t last = db->last_seq;
-    kw_wal_writer *wal = db->wal;
-    kw_memtable *mem = db->mem;
-    atomic_fetch_add(&db->stats.write_groups, 1);
-    uint64_t sync_us = 0;
-    pthread_mutex_unlock(&db->mu);
-    kiwi_status st = commit_group(db, group, n, sync, wal, mem, &sync_us, err);
-    pthread_mutex_lock(&db->mu);
-    if (sync_us > 0) /* a moving average over about the last 8 fdatasyncs */
-        db->sync_micros_avg = db->sync_micros_avg == 0
-                                  ? sync_us
-                                  : (db->sync_micros_avg * 7 + sync_us) / 8;
-    if (st == KIWI_OK)
-        atomic_store(&db->visible_seq, last);
-    else
-        kw_db_set_bg_error(db, st, *err);
-    return st;
-}
-
-static bool is_sync_writer(const kw_writer *w)
-{
-    return w->sync && w->batch != NULL;
-}
-
-/* Whether the group a leader would pick from the queue head now includes w. REQUIRES: mu. */
-static bool group_includes(kiwi_db *db, const kw_writer *w)
-{
-    kw_writer *group[MAX_GROUP_SIZE];
-    bool sync;
-    size_t n = pick_group(db, group, &sync);
-    return n > 0 && group[n - 1] == w;
-}
-
-/* Ends the head's gathering (by the head, or by the writer taking its group over). */
-static void end_gathering(kiwi_db *db)
-{
-    db->gatherer = NULL;
-    db->gather_target = 0;
-    atomic_fetch_add(&db->gather_micros, kw_now_micros() - db->gather_start);
-}
-
-/* Appends w to the queue. While the head gathers: a thread writer that brings the queued sync
- * writers to the target, and that the head's group would include, takes the group over (returns
- * true: it commits the group from the head to itself, the head becomes a member); when an async
- * writer reaches the target or a flush request (which ends any group) arrives, the head is woken
- * to lead. REQUIRES: mu. */
-static bool enqueue_writer(kiwi_db *db, kw_writer *w)
-{
-    if (db->writers_tail)
-        db->writers_tail->next = w;
-    else
-        db->writers_head = w;
-    db->writers_tail = w;
-    if (is_sync_writer(w))
-        db->sync_queued++;
-    if (db->gatherer == NULL || (w->batch != NULL && db->sync_queued < db->gather_target))
-        return false;
-    kw_writer *head = db->gatherer; /* the queue head */
-    if (!w->async && w->batch != NULL && !head->async && group_includes(db, w)) {
-        end_gathering(db);
-        atomic_fetch_add(&db->gather_handoffs, 1);
-        return true;
-    }
-    if (head->async)
-        pthread_cond_signal(&db->async_cv);
-    else
-        sem_post(&head->wake);
-    return false;
-}
-
-static void dequeue_head(kiwi_db *db)
-{
-    if (is_sync_writer(db->writers_head))
-        db->sync_queued--;
-    db->writers_head = db->writers_head->next;
-}
-
-/* How many queued sync writers the leader should wait for, or 0 not to wait: only when the group
- * will fdatasync, and fewer sync writers are queued than were seen around the last synced group.
- * REQUIRES: mu; the queue is not empty. */
-static size_t gather_target(const kiwi_db *db)
-{
-    if (db->sync_queued == 0 || db->sync_micros_avg == 0 || db->closing ||
-        db->writers_tail->batch == NULL)
-        return 0;
-    size_t want = db->sync_seen < MAX_GROUP_SIZE ? db->sync_seen : MAX_GROUP_SIZE;
-    return want > db->sync_queued ? want : 0;
-}
-
-/* One wait of a gathering leader, mu released meanwhile: the commit thread waits on async_cv, a
- * thread writer on its own semaphore. Returns false once the deadline has passed. */
-static bool gather_wait(kiwi_db *db, kw_writer *leader, const struct timespec *deadline)
-{
-    if (leader->async)
-        return pthread_cond_timedwait(&db->async_cv, &db->mu, deadline) != ETIMEDOUT;
-    pthread_mutex_unlock(&db->mu);
-    int rc;
-    do
-        rc = sem_timedwait(&leader->wake, deadline);
-    while (rc != 0 && errno == EINTR);
-    bool timed_out = rc != 0 && errno == ETIMEDOUT;
-    pthread_mutex_lock(&db->mu);
-    return !timed_out;
-}
-
-typedef enum {
-    GATHER_LEAD,   /* no wait, or the target was met: the leader commits */
-    GATHER_MISSED, /* the bound passed first: the leader commits what came */
-    GATHER_TAKEN   /* a writer took the group over: the leader is a member of it */
-} gather_result;
-
-/* The head waits until gather_target's count is queued, a flush request arrives, or one recent
- * fdatasync time has passed: the break-even, since waiting longer than the fdatasync a wait hopes
- * to save cannot pay (and a shorter bound lets the timer of a head whose group was taken over
- * fire during that group's fdatasync, which measurably slows it). REQUIRES: mu; leader is the
- * head. */
-static gather_result gather(kiwi_db *db, kw_writer *leader)
-{
-    size_t target = gather_target(db);
-    if (target == 0)
-        return GATHER_LEAD;
-    uint64_t ns = db->sync_micros_avg * 1000;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline); /* the clock of sem_timedwait and async_cv */
-    deadline.tv_sec += (time_t)(ns / 1000000000);
-    deadline.tv_nsec += (long)(ns % 1000000000);
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
-    db->gatherer = leader;
-    db->gather_target = target;
-    db->gather_start = kw_now_micros();
-    atomic_fetch_add(&db->gathers, 1);
-    bool timed_out = false;
-    while (!timed_out && db->gatherer == leader && db->sync_queued < target &&
-           db->writers_tail->batch != NULL)
-        timed_out = !gather_wait(db, leader, &deadline);
-    if (db->gatherer != leader) /* taken over (the taker may even be gathering again by now) */
-        return GATHER_TAKEN;
-    atomic_fetch_add(&db->gather_timeouts, timed_out ? 1 : 0);
-    end_gathering(db);
-    return timed_out ? GATHER_MISSED : GATHER_LEAD;
-}
-
-/* Dequeues group[0..n) (the queue head onwards), finishes every member but `self`, notes how many
- * sync writers were writing at once (with `missed`, only those that came within the bound), and
- * wakes the next leader. REQUIRES: mu. */
-static void finish_group(kiwi_db *db, kw_writer **group, size_t n, const kw_writer *self,
-                         bool gsync, bool missed, kiwi_status st, const char *err, wakeups *wk)
-{
-    size_t nsync = 0;
-    for (size_t i = 0; i < n; i++) {
-        nsync += is_sync_writer(group[i]) ? 1 : 0;
-        dequeue_head(db);
-        if (group[i] != self)
-            finish_writer(group[i], st, err, wk);
-    }
-    if (gsync && st == KIWI_OK) /* the sync writers in the group and those queued behind it */
-        db->sync_seen = nsync + (missed ? 0 : db->sync_queued);
-    wake_next_leader(db, wk);
-}
-
-/* Commits the group that starts at the queue head, which includes `self` (the head, or the writer
- * that took a gathering over), and finishes it. REQUIRES: mu. */
-static kiwi_status commit_from_head(kiwi_db *db, kw_writer *self, bool missed, wakeups *wk,
-                                    char **err)
-{
-    kw_writer *group[MAX_GROUP_SIZE];
-    bool gsync = false;
-    size_t n = pick_group(db, group, &gsync);
-    kiwi_status st = commit_locked(db, group, n, gsync, err);
-    finish_group(db, group, n, self, gsync, missed, st, *err, wk);
-    return st;
-}
-
-/* Leads one group from `leader` (the queue head): makes room, gathers, commits; a flush request
- * only makes room. Member wakeups go to *wk, the status to *st, its message to *err. Returns false
- * having done nothing more when a writer took the gathered group over: leader is a member of it
- * now. REQUIRES: mu; leader == db->writers_head. */
-static bool lead_group(kiwi_db *db, kw_writer *leader, wakeups *wk, kiwi_status *st, char **err)
-{
-    *st = make_room(db, leader->batch == NULL, err);
-    if (*st != KIWI_OK || leader->batch == NULL) {
-        finish_group(db, &leader, 1, leader, false, false, *st, *err, wk);
-        return true;
-    }
-    gather_result g = gather(db, leader);
-    if (g == GATHER_TAKEN)
-        return false;
-    *st = commit_from_head(db, leader, g == GATHER_MISSED, wk, err);
-    return true;
-}
-
-/* A thread writer's result once a leader has committed it (done). */
-static kiwi_status member_result(kw_writer *w, char **errmsg)
-{
-    sem_destroy(&w->wake); /* nobody posts it any more */
-    if (w->status != KIWI_OK && errmsg) { /* the leader's message, status name first */
-        free(*errmsg);
-        *errmsg = w->errmsg ? w->errmsg : kw_strdup(kiwi_status_name(w->status));
-        w->errmsg = NULL;
-    }
-    free(w->errmsg);
-    return w->status;
-}
-
-/* Runs one write (batch) or, with batch == NULL, a memtable rotation for kiwi_flush. */
-static kiwi_status db_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **errmsg)
-{
-    kw_writer w;
-    memset(&w, 0, sizeof w);
-    w.batch = batch;
-    w.sync = sync;
-    sem_init(&w.wake, 0, 0);
-    pthread_mutex_lock(&db->mu);
-    if (db->closing) {
-        pthread_mutex_unlock(&db->mu);
-        sem_destroy(&w.wake);
-        return kw_error(errmsg, KIWI_CLOSED, "the db at %s is closed", db->path);
-    }
-    /* The queue links writers that live on their callers' stacks: a writer that is not the head
-     * waits for the post sent after it was dequeued (done) or made the head, and its frame stays
-     * until then. The post orders the leader's writes to w before our reads. */
-    bool take_over = enqueue_writer(db, &w); // cppcheck-suppress autoVariables
-    if (!take_over && db->writers_head != &w) {
-        pthread_mutex_unlock(&db->mu);
-        while (sem_wait(&w.wake) != 0) /* EINTR */
-            ;
-        if (w.done) /* a leader committed us */
-            return member_result(&w, errmsg);
-        pthread_mutex_lock(&db->mu); /* we are the head: lead */
-    }
-    char *err = NULL;
-    kiwi_status st = KIWI_OK;
-    wakeups wk;
-    wakeups_init(&wk);
-    if (take_over) {
-        st = commit_from_head(db, &w, false, &wk, &err);
-    } else if (!lead_group(db, &w, &wk, &st, &err)) {
-        while (!w.done) { /* taken over; a stale gathering post may wake us early */
-            pthread_mutex_unlock(&db->mu);
-            while (sem_wait(&w.wake) != 0)
-                ;
-            pthread_mutex_lock(&db->mu);
-        }
-        pthread_mutex_unlock(&db->mu);
-        return member_result(&w, errmsg);
-    }
-    pthread_mutex_unlock(&db->mu);
-    run_wakeups(&wk);
-    sem_destroy(&w.wake); /* gathering may have left posts on it; nobody posts it any more */
-    if (st != KIWI_OK && errmsg) {
-        free(*errmsg);
-        *errmsg = err;
-        err = NULL;
-    }
-    free(err);
-    return st;
-}
+#include "db_group.h"
 
 /* The commit thread leads groups whose head is an async writer. */
 static void *commit_thread(void *arg)
@@ -587,17 +20,7 @@ static void *commit_thread(void *arg)
             pthread_cond_wait(&db->async_cv, &db->mu);
         if (db->writers_head == NULL || !db->writers_head->async)
             break; /* stopping, and no async writer is left at the head */
-        kw_writer *leader = db->writers_head;
-        char *err = NULL;
-        wakeups wk;
-        wakeups_init(&wk);
-        kiwi_status st = KIWI_OK;
-        lead_group(db, leader, &wk, &st, &err); /* an async head is never taken over */
-        finish_writer(leader, st, err, &wk);
-        free(err);
-        pthread_mutex_unlock(&db->mu);
-        run_wakeups(&wk);
-        pthread_mutex_lock(&db->mu);
+        kw_group_lead_async(db);
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;
@@ -650,10 +73,8 @@ kiwi_status kiwi_write_async(kiwi_db *db, const kiwi_write_options *wo, kiwi_bat
         free(w);
         return KIWI_CLOSED;
     }
-    enqueue_writer(db, w);
+    kw_group_enqueue_async(db, w);
     atomic_fetch_add(&db->stats.batches, batch->count > 1 ? 1 : 0);
-    if (db->writers_head == w)
-        pthread_cond_signal(&db->async_cv);
     pthread_mutex_unlock(&db->mu);
     return KIWI_OK;
 }
@@ -689,7 +110,7 @@ kiwi_status kiwi_put(kiwi_db *db, const kiwi_write_options *wo, const char *key,
     kiwi_batch b;
     kw_batch_init(&b);
     kiwi_batch_put(&b, key ? key : "", klen, val ? val : "", vlen);
-    st = db_write(db, default_sync(db, wo), &b, errmsg);
+    st = kw_group_write(db, default_sync(db, wo), &b, errmsg);
     kw_batch_free(&b);
     return st;
 }
@@ -705,7 +126,7 @@ kiwi_status kiwi_delete(kiwi_db *db, const kiwi_write_options *wo, const char *k
     kiwi_batch b;
     kw_batch_init(&b);
     kiwi_batch_delete(&b, key ? key : "", klen);
-    st = db_write(db, default_sync(db, wo), &b, errmsg);
+    st = kw_group_write(db, default_sync(db, wo), &b, errmsg);
     kw_batch_free(&b);
     return st;
 }
@@ -718,19 +139,10 @@ kiwi_status kiwi_write(kiwi_db *db, const kiwi_write_options *wo, kiwi_batch *ba
     kiwi_status st = kw_batch_check(batch, errmsg); /* oversized operations were refused */
     if (st != KIWI_OK || batch->count == 0)
         return st;
-    st = db_write(db, default_sync(db, wo), batch, errmsg);
+    st = kw_group_write(db, default_sync(db, wo), batch, errmsg);
     if (st == KIWI_OK)
         atomic_fetch_add(&db->stats.batches, 1);
     return st;
-}
-
-/* Whether a write can go in at once: nobody queued or leading, no background error, no 1 ms
- * slowdown due, and room in the active memtable (so no rotation, which creates a file, and no
- * stall). REQUIRES: mu. */
-static bool can_write_now(const kiwi_db *db)
-{
-    return db->writers_head == NULL && db->bg_status == KIWI_OK && !memtable_full(db) &&
-           db->vs->current->nfiles[0] < db->opts.l0_slowdown_writes_trigger;
 }
 
 kiwi_status kiwi_write_nowait(kiwi_db *db, const kiwi_write_options *wo, kiwi_batch *batch,
@@ -743,38 +155,9 @@ kiwi_status kiwi_write_nowait(kiwi_db *db, const kiwi_write_options *wo, kiwi_ba
         return st;
     if (default_sync(db, wo))
         return KIWI_BUSY; /* an fdatasync is a wait */
-    pthread_mutex_lock(&db->mu);
-    if (db->closing) {
-        pthread_mutex_unlock(&db->mu);
-        return kw_error(errmsg, KIWI_CLOSED, "the db at %s is closed", db->path);
-    }
-    if (!can_write_now(db)) {
-        pthread_mutex_unlock(&db->mu);
-        return KIWI_BUSY;
-    }
-    /* Lead a group of one: at the head of the queue, writers arriving meanwhile wait behind
-     * this one exactly as behind any leader, and kiwi_close waits for it. */
-    kw_writer w;
-    memset(&w, 0, sizeof w);
-    w.batch = batch;
-    enqueue_writer(db, &w); // cppcheck-suppress autoVariables
-    kw_writer *group[1] = {&w};
-    char *err = NULL;
-    st = commit_locked(db, group, 1, false, &err);
-    dequeue_head(db);
-    wakeups wk;
-    wakeups_init(&wk);
-    wake_next_leader(db, &wk);
-    pthread_mutex_unlock(&db->mu);
-    run_wakeups(&wk);
+    st = kw_group_write_now(db, batch, errmsg);
     if (st == KIWI_OK) /* counted as kiwi_write_async counts (the binding's other path) */
         atomic_fetch_add(&db->stats.batches, batch->count > 1 ? 1 : 0);
-    if (st != KIWI_OK && errmsg) {
-        free(*errmsg);
-        *errmsg = err;
-        err = NULL;
-    }
-    free(err);
     return st;
 }
 
@@ -782,7 +165,7 @@ kiwi_status kiwi_flush(kiwi_db *db, char **errmsg)
 {
     if (db == NULL)
         return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "db is NULL");
-    kiwi_status st = db_write(db, false, NULL, errmsg); /* rotates through the writer queue */
+    kiwi_status st = kw_group_write(db, false, NULL, errmsg); /* rotates through the writer queue */
     if (st != KIWI_OK)
         return st;
     pthread_mutex_lock(&db->mu);
