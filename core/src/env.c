@@ -314,11 +314,12 @@ bool kw_mmap_resident(const kw_mmap *m, uint64_t off, uint64_t len)
     size_t page = page_size();
     if (m->data == NULL || off > m->size || len > m->size - off || len > KW_MMAP_RESIDENT_MAX)
         return false;
-    uintptr_t start = ((uintptr_t)m->data + off) & ~(uintptr_t)(page - 1);
-    uintptr_t end = (uintptr_t)m->data + off + (len > 0 ? len : 1);
+    const char *first = m->data + off;
+    size_t misalign = (uintptr_t)first & (page - 1); /* the mapping itself is page aligned */
+    size_t span = misalign + (len > 0 ? len : 1);
     unsigned char vec[KW_MMAP_RESIDENT_MAX / 4096 + 2];
-    size_t pages = (end - start + page - 1) / page;
-    if (pages > sizeof vec || mincore((void *)start, end - start, vec) != 0)
+    size_t pages = (span + page - 1) / page;
+    if (pages > sizeof vec || mincore((void *)(first - misalign), span, vec) != 0)
         return false;
     for (size_t i = 0; i < pages; i++)
         if (!(vec[i] & 1))

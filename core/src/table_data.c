@@ -111,7 +111,7 @@ static kiwi_status finish_block(kw_table *t, uint32_t i, uint64_t off, uint64_t 
     }
     if (st == KIWI_OK)
         st = kw_block_parse(&ref->block, contents, t->path, off, "block", errmsg);
-    if (st != KIWI_OK && ref->handle != NULL) {
+    if (st != KIWI_OK && ref->handle != NULL && t->cache != NULL) { /* a handle implies a cache */
         kw_cache_release(t->cache->data, ref->handle);
         ref->handle = NULL;
     }
