@@ -89,7 +89,7 @@ static kiwi_status replay_one_wal(kiwi_db *db, uint64_t number, replay_ctx *c, c
     kw_wal_read_stats rs;
     memset(&rs, 0, sizeof rs);
     c->path = path;
-    /* a WAL may end in space preallocated for synced appends (db_write.c): read it so */
+    /* a WAL may end in space preallocated for synced appends (db_group.c): read it so */
     kiwi_status st =
         kw_wal_read_preallocated(path, db->opts.wal_recovery, replay_record, c, &rs, errmsg);
     if (st == KIWI_OK && rs.torn_tail) {
