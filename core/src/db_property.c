@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena.h"
 #include "compaction.h"
 #include "db.h"
 #include "dbformat.h"
@@ -107,13 +108,16 @@ static void stats_json(kiwi_db *db, kw_buf *b)
     kw_cache_get_stats(db->cache->index, &ci);
     kw_cache_get_stats(db->cache->bloom, &cb);
     uint64_t mem_total = mem_bytes + imm_bytes;
-    uint64_t total = mem_total + cd.usage + ci.usage + cb.usage + uncharged;
+    uint64_t pool = kw_arena_pool_bytes(); /* process-wide: idle memtable blocks (arena.h) */
+    uint64_t total = mem_total + cd.usage + ci.usage + cb.usage + uncharged + pool;
     kw_buf_printf(b, "],\"memory\":{\"memtables\":%llu,\"block_cache_data\":%llu,"
                      "\"block_cache_index\":%llu,\"block_cache_bloom\":%llu,"
-                     "\"tables_uncharged\":%llu,\"total\":%llu},\"block_cache\":",
+                     "\"tables_uncharged\":%llu,\"memtable_pool\":%llu,\"total\":%llu},"
+                     "\"block_cache\":",
                   (unsigned long long)mem_total, (unsigned long long)cd.usage,
                   (unsigned long long)ci.usage, (unsigned long long)cb.usage,
-                  (unsigned long long)uncharged, (unsigned long long)total);
+                  (unsigned long long)uncharged, (unsigned long long)pool,
+                  (unsigned long long)total);
     kw_block_cache_stats_json(db->cache, b);
     kw_buf_printf(b, ",\"sstables\":%llu,\"sstable_bytes\":%llu,\"compactions_running\":%u,"
                      "\"write_amplification\":%.3f,\"space_amplification\":%.3f,"

@@ -207,6 +207,54 @@ static void test_concurrent_huge(void)
     kw_arena_destroy(a);
 }
 
+/* Fills an arena with n bytes in 1000-byte pieces, each stamped with `tag`; returns it. */
+static kw_arena *filled(size_t n, unsigned char tag, unsigned char ***out, size_t *count)
+{
+    kw_arena *a = kw_arena_create(0);
+    size_t k = n / 1000;
+    unsigned char **p = malloc(k * sizeof *p);
+    for (size_t i = 0; i < k; i++) {
+        p[i] = kw_arena_alloc(a, 1000);
+        memset(p[i], tag, 1000);
+    }
+    *out = p;
+    *count = k;
+    return a;
+}
+
+/* A destroyed arena's 2 MiB blocks wait in the pool (at most 64 MiB) and the next arena takes
+ * them; what it writes there is its own; trim frees the pool. */
+static void test_huge_block_pool(void)
+{
+    const size_t huge = (size_t)2 << 20, cap = (size_t)64 << 20;
+    kw_arena_pool_trim();
+    CHECK_EQ_U64(kw_arena_pool_bytes(), 0);
+    unsigned char **p, **q;
+    size_t np, nq;
+    kw_arena *a = filled((size_t)12 << 20, 0xAA, &p, &np);
+    size_t a_huge = kw_arena_memory_usage(a) - ((size_t)4 << 20); /* blocks past the threshold */
+    kw_arena_destroy(a);
+    free(p);
+    size_t pooled = kw_arena_pool_bytes();
+    CHECK(pooled > 0 && pooled % huge == 0 && pooled + huge >= a_huge && pooled <= a_huge + huge);
+    kw_arena *b = filled((size_t)8 << 20, 0x55, &q, &nq); /* takes from the pool */
+    CHECK(kw_arena_pool_bytes() < pooled);
+    int bad = 0;
+    for (size_t i = 0; i < nq; i++)
+        for (size_t j = 0; j < 1000; j += 61)
+            bad += q[i][j] != 0x55;
+    CHECK_EQ_U64(bad, 0);
+    kw_arena_destroy(b);
+    free(q);
+    /* more than the cap: the pool keeps 64 MiB and frees the rest */
+    kw_arena *big = filled((size_t)80 << 20, 1, &p, &np);
+    kw_arena_destroy(big);
+    free(p);
+    CHECK_EQ_U64(kw_arena_pool_bytes(), cap);
+    kw_arena_pool_trim();
+    CHECK_EQ_U64(kw_arena_pool_bytes(), 0);
+}
+
 int main(void)
 {
     RUN(test_alignment);
@@ -216,5 +264,6 @@ int main(void)
     RUN(test_concurrent_no_overlap);
     RUN(test_huge_blocks);
     RUN(test_concurrent_huge);
+    RUN(test_huge_block_pool);
     return ctest_summary();
 }
