@@ -26,6 +26,10 @@ struct kw_skiplist {
     kw_skiplist_cmp_fn compare;  /* order of keys */
     _Atomic int max_height;      /* tallest tower so far; only grows (5) */
     kw_sl_node *head;            /* sentinel of height MAX with no entry */
+    /* tail[i]: the node most recently linked last at level i (NULL: none yet). A hint for
+     * appends (keys above every key in the list), never trusted: it may be stale, and the CAS
+     * of sl_link_level re-walks from it when it is. */
+    _Atomic(kw_sl_node *) tail[KW_SKIPLIST_MAX_HEIGHT];
 };
 
 /* ---- nodes ------------------------------------------------------------------------------ */
@@ -104,6 +108,8 @@ kw_skiplist *kw_skiplist_create(kw_arena *arena, kw_skiplist_key_fn key_of,
     sl->compare = compare;
     atomic_init(&sl->max_height, 1);
     sl->head = sl_alloc_node(arena, KW_SKIPLIST_MAX_HEIGHT, 0);
+    for (int i = 0; i < KW_SKIPLIST_MAX_HEIGHT; i++)
+        atomic_init(&sl->tail[i], NULL);
     return sl;
 }
 
@@ -250,29 +256,60 @@ static bool sl_link_level(kw_skiplist *sl, kw_sl_node *node, kw_slice key, int l
     }
 }
 
+/* An append (key above the last node's): the splice at every level is (tail, NULL) as far as
+ * the hints know. True if it applies. Each tail used is compared < key, which is all the
+ * linking needs: a concurrent insert may have linked a node after a tail (even one above key,
+ * after our look at level 0), and the CAS of sl_link_level then fails and re-walks right from
+ * the tail, which is < key. */
+static bool sl_append_splice(const kw_skiplist *sl, kw_slice key, int top, kw_sl_node **prev,
+                             kw_sl_node **next)
+{
+    kw_sl_node *last = atomic_load_explicit(&sl->tail[0], memory_order_acquire);
+    if (last == NULL || sl_next(last, 0) != NULL || sl_cmp_node(sl, last, key) >= 0)
+        return false;
+    const kw_sl_node *checked = last;
+    for (int level = 0; level < top; level++) {
+        kw_sl_node *t = atomic_load_explicit(&sl->tail[level], memory_order_acquire);
+        if (t != NULL && t != checked) {
+            if (sl_cmp_node(sl, t, key) >= 0)
+                return false; /* a racing insert moved the hint past key: search instead */
+            checked = t;
+        }
+        prev[level] = t != NULL ? t : sl->head;
+        next[level] = NULL;
+    }
+    return true;
+}
+
 bool kw_skiplist_insert(kw_skiplist *sl, kw_sl_node *node)
 {
     kw_slice key = sl->key_of(sl_entry(node));
     int height = (int)node->height;
     int top = sl_raise_height(sl, height);
 
-    /* The splice at every level, found top-down; prev[top] is the head. */
+    /* The splice at every level: an append's from the tail hints, else found top-down from the
+     * head (prev[top] is the head). */
     kw_sl_node *prev[KW_SKIPLIST_MAX_HEIGHT + 1];
     kw_sl_node *next[KW_SKIPLIST_MAX_HEIGHT + 1];
-    prev[top] = sl->head;
-    next[top] = NULL;
-    for (int level = top - 1; level >= 0; level--) {
-        prev[level] = prev[level + 1];
-        /* next[level + 1] compared > key one level up (not equal: that returned already) */
-        if (!sl_find_splice_bounded(sl, key, level, &prev[level], &next[level], next[level + 1]))
-            return false; /* an equal key is already linked at this level, hence at level 0 (2) */
+    if (!sl_append_splice(sl, key, top, prev, next)) {
+        prev[top] = sl->head;
+        next[top] = NULL;
+        for (int level = top - 1; level >= 0; level--) {
+            prev[level] = prev[level + 1];
+            /* next[level + 1] compared > key one level up (not equal: that returned already) */
+            if (!sl_find_splice_bounded(sl, key, level, &prev[level], &next[level],
+                                        next[level + 1]))
+                return false; /* an equal key is linked at this level, hence at level 0 (2) */
+        }
     }
 
     /* Bottom-up: once linked at level 0 the entry is visible; upper levels only speed up
-     * searches (2). */
+     * searches (2). A node linked with nothing after it is the new tail hint of its level. */
     for (int level = 0; level < height; level++) {
         if (!sl_link_level(sl, node, key, level, prev, next))
             return false; /* only possible at level 0, before anything was linked */
+        if (next[level] == NULL)
+            atomic_store_explicit(&sl->tail[level], node, memory_order_release);
     }
     return true;
 }

@@ -170,6 +170,56 @@ static void test_raw_order_and_seek(void)
 
 /* ---- memtable, single thread -------------------------------------------------------------- */
 
+/* Appends (keys above every key so far: the tail-hint path) mixed with inserts in the middle
+ * and at the front: every key is found by a search (which uses every level), the order is
+ * strict, equal keys are refused on both paths. */
+static void test_appends_and_inserts(void)
+{
+    kw_arena *a = kw_arena_create(0);
+    kw_skiplist *sl = kw_skiplist_create(a, raw_key, kw_slice_compare);
+    enum { N = 20000 };
+    uint64_t rng = 7;
+    char k[8];
+    size_t inserted = 0;
+    for (uint64_t i = 0; i < N; i++) {
+        be64(k, 1000000 + i * 4); /* ascending: appends */
+        CHECK(raw_insert(sl, k, 8));
+        inserted++;
+        if (i % 7 == 3) { /* somewhere below the tail, never equal to an append */
+            be64(k, 1000000 + (rng_next(&rng) % (i + 1)) * 4 + 1 + i % 3);
+            if (!kw_skiplist_contains(sl, kw_slice_make(k, 8))) {
+                CHECK(raw_insert(sl, k, 8));
+                inserted++;
+            }
+        }
+        if (i % 1000 == 0) { /* before every key */
+            be64(k, i);
+            CHECK(raw_insert(sl, k, 8));
+            inserted++;
+        }
+    }
+    be64(k, 1000000 + (N - 1) * 4); /* the tail again: refused on the append path */
+    CHECK(!raw_insert(sl, k, 8));
+    be64(k, 1000000);
+    CHECK(!raw_insert(sl, k, 8));
+    for (uint64_t i = 0; i < N; i++) {
+        be64(k, 1000000 + i * 4);
+        CHECK(kw_skiplist_contains(sl, kw_slice_make(k, 8)));
+    }
+    kw_skiplist_iter it;
+    kw_skiplist_iter_init(&it, sl);
+    size_t n = 0;
+    kw_slice prev = {NULL, 0};
+    for (kw_skiplist_iter_seek_to_first(&it); kw_skiplist_iter_valid(&it);
+         kw_skiplist_iter_next(&it), n++) {
+        kw_slice cur = raw_key(kw_skiplist_iter_entry(&it));
+        CHECK(prev.data == NULL || kw_slice_compare(prev, cur) < 0);
+        prev = cur;
+    }
+    CHECK_EQ_U64(n, inserted);
+    kw_arena_destroy(a);
+}
+
 static void test_memtable_order(void)
 {
     kw_memtable *m = kw_memtable_create(7);
@@ -564,6 +614,7 @@ static void test_concurrent_equal_keys(void)
 int main(void)
 {
     RUN(test_raw_order_and_seek);
+    RUN(test_appends_and_inserts);
     RUN(test_memtable_order);
     RUN(test_memtable_seek);
     RUN(test_memtable_get_versions);
