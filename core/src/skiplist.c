@@ -289,8 +289,8 @@ bool kw_skiplist_insert(kw_skiplist *sl, kw_sl_node *node)
 
     /* The splice at every level: an append's from the tail hints, else found top-down from the
      * head (prev[top] is the head). */
-    kw_sl_node *prev[KW_SKIPLIST_MAX_HEIGHT + 1];
-    kw_sl_node *next[KW_SKIPLIST_MAX_HEIGHT + 1];
+    kw_sl_node *prev[KW_SKIPLIST_MAX_HEIGHT + 1] = {NULL}; /* levels < height <= top are set */
+    kw_sl_node *next[KW_SKIPLIST_MAX_HEIGHT + 1] = {NULL};
     if (!sl_append_splice(sl, key, top, prev, next)) {
         prev[top] = sl->head;
         next[top] = NULL;
