@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ctest.h"
+#include "dbtest.h"
 #include "kiwi.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -180,15 +181,8 @@ static void *flusher(void *arg)
 
 static kiwi_db *open_dev(const char *dir)
 {
-    kiwi_options *o = kiwi_options_create("dev");
-    kiwi_options_set(o, "max_memtable_entries", "300", NULL);
-    kiwi_db *db = NULL;
-    char *err = NULL;
-    if (kiwi_open(dir, o, &db, &err) != KIWI_OK)
-        fprintf(stderr, "open: %s\n", err);
-    kiwi_free(err);
-    kiwi_options_destroy(o);
-    return db;
+    static const char *const settings[] = {"max_memtable_entries", "300", NULL};
+    return dbtest_open(dir, "dev", settings);
 }
 
 static void run_writers_readers_flush(void)

@@ -19,12 +19,8 @@
 /* Opens dir in prod mode with the given settings: name, value, ..., NULL. NULL on failure. */
 static kiwi_db *open_with(const char *dir, const char *const *settings)
 {
-    kiwi_options *o = kiwi_options_create("prod");
-    for (size_t i = 0; settings[i] != NULL; i += 2)
-        kiwi_options_set(o, settings[i], settings[i + 1], NULL);
-    kiwi_db *db = NULL;
-    CHECK(kiwi_open(dir, o, &db, NULL) == KIWI_OK);
-    kiwi_options_destroy(o);
+    kiwi_db *db = dbtest_open(dir, "prod", settings);
+    CHECK(db != NULL);
     return db;
 }
 
