@@ -13,12 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
-#include "coding.h"
-#include "ctest.h"
-#include "dbformat.h"
-#include "env.h"
-#include "table.h"
+#include "table_fixture.h" /* the table helpers, stats() */
 
 /* ---- values that count their deletions -------------------------------------------------------- */
 
@@ -44,7 +39,7 @@ static val *mkval(uint64_t file, uint64_t offset)
 }
 
 /* insert + release; true if kept */
-static bool put(kw_cache *c, uint64_t file, uint64_t off, size_t charge)
+static bool put_val(kw_cache *c, uint64_t file, uint64_t off, size_t charge)
 {
     val *v = mkval(file, off);
     kw_cache_handle *h = kw_cache_insert(c, file, off, v, charge, del_val);
@@ -68,13 +63,6 @@ static bool has(kw_cache *c, uint64_t file, uint64_t off)
     return true;
 }
 
-static kw_cache_stats stats(const kw_cache *c)
-{
-    kw_cache_stats s;
-    kw_cache_get_stats(c, &s);
-    return s;
-}
-
 /* ---- the cache ------------------------------------------------------------------------------- */
 
 static void test_lru_order(void)
@@ -82,12 +70,12 @@ static void test_lru_order(void)
     deleted = 0;
     kw_cache *c = kw_cache_create(300);
     for (uint64_t k = 1; k <= 3; k++) /* keys spread over shards: LRU is still global */
-        CHECK(put(c, k, k * 4096, 100));
+        CHECK(put_val(c, k, k * 4096, 100));
     CHECK(has(c, 1, 4096)); /* 1 becomes the most recent: order 2, 3, 1 */
-    CHECK(put(c, 4, 4 * 4096, 100));
+    CHECK(put_val(c, 4, 4 * 4096, 100));
     CHECK(!has(c, 2, 2 * 4096)); /* the least recently used went */
     CHECK(has(c, 3, 3 * 4096) && has(c, 1, 4096) && has(c, 4, 4 * 4096)); /* now 3, 1, 4 */
-    CHECK(put(c, 5, 5 * 4096, 200)); /* needs two: 3 and 1 */
+    CHECK(put_val(c, 5, 5 * 4096, 200)); /* needs two: 3 and 1 */
     CHECK(!has(c, 3, 3 * 4096) && !has(c, 1, 4096));
     CHECK(has(c, 4, 4 * 4096) && has(c, 5, 5 * 4096));
     kw_cache_stats s = stats(c);
@@ -96,7 +84,7 @@ static void test_lru_order(void)
     CHECK_EQ_U64(s.entries, 2);
     CHECK_EQ_U64(deleted, 3);
     for (int i = 0; i < 1000; i++) /* under the budget at every step */
-        CHECK(put(c, 10 + (uint64_t)i % 7, (uint64_t)i, 1 + (size_t)i % 150) &&
+        CHECK(put_val(c, 10 + (uint64_t)i % 7, (uint64_t)i, 1 + (size_t)i % 150) &&
               stats(c).usage <= 300);
     kw_cache_destroy(c);
     CHECK_EQ_U64(deleted, 1005); /* every value freed exactly once */
@@ -106,12 +94,12 @@ static void test_counters_exact(void)
 {
     deleted = 0;
     kw_cache *c = kw_cache_create(1000);
-    CHECK(put(c, 1, 0, 400));
-    CHECK(put(c, 1, 100, 400));
+    CHECK(put_val(c, 1, 0, 400));
+    CHECK(put_val(c, 1, 100, 400));
     CHECK(has(c, 1, 0) && !has(c, 1, 50) && !has(c, 2, 0));
     kw_cache_handle *h = kw_cache_lookup(c, 1, 100); /* pinned */
-    CHECK(!put(c, 9, 9, 1001));                      /* larger than the budget */
-    CHECK(put(c, 1, 200, 400));                      /* evicts (1, 0), not the pinned one */
+    CHECK(!put_val(c, 9, 9, 1001));                      /* larger than the budget */
+    CHECK(put_val(c, 1, 200, 400));                      /* evicts (1, 0), not the pinned one */
     kw_cache_stats s = stats(c);
     CHECK_EQ_U64(s.hits, 2);
     CHECK_EQ_U64(s.misses, 2);
@@ -142,7 +130,7 @@ static void test_pinned_survive(void)
     kw_cache_handle *ha = kw_cache_insert(c, 7, 1, a, 100, del_val);
     CHECK(ha != NULL && kw_cache_value(ha) == a);
     for (uint64_t i = 0; i < 50; i++) /* pressure: only unpinned entries go */
-        CHECK(put(c, 8, i, 100));
+        CHECK(put_val(c, 8, i, 100));
     CHECK(has(c, 7, 1));
     kw_cache_handle *ha2 = kw_cache_lookup(c, 7, 1); /* a second pin */
     kw_cache_erase_file(c, 7);                       /* detached, not freed */
@@ -182,7 +170,7 @@ static void test_capacity_shrink(void)
     deleted = 0;
     kw_cache *c = kw_cache_create(1000);
     for (uint64_t i = 0; i < 10; i++)
-        CHECK(put(c, 1, i, 100));
+        CHECK(put_val(c, 1, i, 100));
     kw_cache_handle *h0 = kw_cache_lookup(c, 1, 0); /* the oldest, pinned */
     kw_cache_set_capacity(c, 350);
     kw_cache_stats s = stats(c);
@@ -199,7 +187,7 @@ static void test_capacity_shrink(void)
     CHECK_EQ_U64(s.entries, 0);
     CHECK_EQ_U64(deleted, 10);
     kw_cache_set_capacity(c, 500); /* grows back: keeps again */
-    CHECK(put(c, 2, 2, 500) && has(c, 2, 2));
+    CHECK(put_val(c, 2, 2, 500) && has(c, 2, 2));
     kw_cache_destroy(c);
 }
 
@@ -209,7 +197,7 @@ static void test_erase_file(void)
     kw_cache *c = kw_cache_create(1u << 30);
     for (uint64_t f = 1; f <= 3; f++)
         for (uint64_t off = 0; off < 3000; off++) /* grows every shard's table */
-            CHECK(put(c, f, off * 4096, 10));
+            CHECK(put_val(c, f, off * 4096, 10));
     kw_cache_handle *h = kw_cache_lookup(c, 2, 4096);
     kw_cache_erase_file(c, 2);
     kw_cache_stats s = stats(c);
@@ -291,7 +279,7 @@ static void *cache_worker(void *arg)
                 held[slot] = h;
             }
         } else if (op < 15) {
-            put(w->c, file, off, 1 + (x >> 40) % 200);
+            put_val(w->c, file, off, 1 + (x >> 40) % 200);
         } else if ((x >> 44) % 8 == 0) {
             kw_cache_erase_file(w->c, file);
         } else {
@@ -334,10 +322,10 @@ static void test_touch_and_count(void)
     deleted = 0;
     kw_cache *c = kw_cache_create(300);
     for (uint64_t k = 1; k <= 3; k++)
-        CHECK(put(c, k, 0, 100));
+        CHECK(put_val(c, k, 0, 100));
     CHECK(kw_cache_touch(c, 1, 0, 64)); /* 1 becomes the most recent: 2, 3, 1 */
     CHECK(!kw_cache_touch(c, 9, 0, 5)); /* absent: the hits still count */
-    CHECK(put(c, 4, 0, 100));
+    CHECK(put_val(c, 4, 0, 100));
     CHECK(!has(c, 2, 0) && has(c, 1, 0));
     kw_cache_count_misses(c, 7, 7, 10);
     kw_cache_stats s = stats(c);
@@ -511,69 +499,6 @@ static void test_lease_threads(void)
 }
 
 /* ---- tables ---------------------------------------------------------------------------------- */
-
-#define NKEYS 20000
-
-static void ukey(char *buf, int i)
-{
-    snprintf(buf, 16, "key%08d", i * 2);
-}
-
-/* A table of NKEYS keys (value "v<i>" padded to 40 bytes) in dir; returns its path. */
-static char *make_table(const char *dir)
-{
-    char *path = kw_join_path(dir, "000042.sst");
-    kw_table_builder *b;
-    char *err = NULL;
-    CHECK(kw_table_builder_create(path, NULL, &b, &err) == KIWI_OK);
-    for (int i = 0; i < NKEYS; i++) {
-        char k[16], v[41];
-        ukey(k, i);
-        snprintf(v, sizeof v, "v%-39d", i);
-        kw_buf ik;
-        kw_buf_init(&ik);
-        kw_ikey_append(&ik, kw_slice_make(k, strlen(k)), (uint64_t)i + 1, KW_TYPE_VALUE);
-        kw_table_builder_add(b, kw_slice_make(ik.data, ik.len), kw_slice_make(v, 40));
-        kw_buf_free(&ik);
-    }
-    CHECK(kw_table_builder_finish(b, NULL, &err) == KIWI_OK);
-    free(err);
-    return path;
-}
-
-/* get_ex of key i: status, and on success the value checked. */
-static kiwi_status get_i(kw_table *t, int i, bool fill, kw_table_lookup_info *info, char **err)
-{
-    char k[16], want[41];
-    ukey(k, i);
-    snprintf(want, sizeof want, "v%-39d", i);
-    kw_lookup r;
-    kw_buf v;
-    kw_buf_init(&v);
-    kiwi_status st = kw_table_get_ex(t, kw_slice_make(k, strlen(k)), KW_MAX_SEQ, fill, &r, &v,
-                                     info, err);
-    if (st == KIWI_OK)
-        CHECK(r == KW_LOOKUP_FOUND && v.len == 40 && memcmp(v.data, want, 40) == 0);
-    kw_buf_free(&v);
-    return st;
-}
-
-/* Scans the table; the number of entries (each value checked) and the iterator's status. */
-static size_t scan_st(kw_table *t, bool fill, kiwi_status *st)
-{
-    kw_iter *it = kw_table_iter_ex(t, fill);
-    size_t n = 0;
-    for (kw_iter_seek_to_first(it); kw_iter_valid(it); kw_iter_next(it), n++) {
-        char want[41];
-        snprintf(want, sizeof want, "v%-39zu", n);
-        kw_slice got = kw_iter_value(it);
-        if (got.size != 40 || memcmp(got.data, want, 40) != 0)
-            break;
-    }
-    *st = kw_iter_status(it, NULL);
-    kw_iter_destroy(it);
-    return n;
-}
 
 /* 4 readers (gets and scans) while a fifth thread resizes every tier and evicts the table's
  * published index and filter (their deleters wait out the readers inside a lease section). */

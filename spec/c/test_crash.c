@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "ctest.h"
+#include "dbtest.h"
 #include "killpoint.h"
 #include "kiwi.h"
 
@@ -44,18 +45,11 @@ static long g_acks;
 
 static kiwi_db *open_tiny(const char *dir)
 {
-    kiwi_options *o = kiwi_options_create("prod");
-    kiwi_options_set(o, "max_memtable_size_mb", "0.0625", NULL);
-    kiwi_options_set(o, "target_file_size_mb", "0.03125", NULL);
-    kiwi_options_set(o, "level_base_mb", "0.125", NULL);
-    kiwi_options_set(o, "l0_compaction_threshold", "3", NULL);
-    kiwi_db *db = NULL;
-    char *err = NULL;
-    if (kiwi_open(dir, o, &db, &err) != KIWI_OK)
-        fprintf(stderr, "open %s: %s\n", dir, err);
-    kiwi_free(err);
-    kiwi_options_destroy(o);
-    return db;
+    static const char *const settings[] = {"max_memtable_size_mb", "0.0625",
+                                           "target_file_size_mb", "0.03125",
+                                           "level_base_mb", "0.125",
+                                           "l0_compaction_threshold", "3", NULL};
+    return dbtest_open(dir, "prod", settings);
 }
 
 static void key_of(int cycle, int i, char *k) { snprintf(k, 32, "c%03d-%07d", cycle, i); }
