@@ -19,7 +19,9 @@ kiwi_status kw_db_new_wal(kiwi_db *db, char **errmsg)
     uint64_t number = kw_vset_new_file_number(db->vs);
     char *path = kw_numbered_path(db->path, number, "log");
     kw_wal_writer *w = NULL;
-    kiwi_status st = kw_wal_writer_create(path, &w, errmsg);
+    /* db->mu is held: the setting cannot change under us; it applies from the next log on */
+    kiwi_status st = db->opts.wal_writes_mapped ? kw_wal_writer_create_mapped(path, &w, errmsg)
+                                                : kw_wal_writer_create(path, &w, errmsg);
     free(path);
     if (st != KIWI_OK)
         return st;

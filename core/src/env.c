@@ -102,6 +102,9 @@ struct kw_file {
     uint64_t size;  /* the file's size when opened plus every byte appended since */
     uint64_t alloc; /* the file's length: size, or more after kw_file_reserve */
     bool append;    /* opened O_APPEND: writes go to the end, so never reserve */
+    bool mapped;    /* kw_file_create_mapped: appends are copied into a shared mapping */
+    char *map;      /* the mapping of [map_base, map_end), or NULL */
+    uint64_t map_base, map_end;
 };
 
 /* Counts n appended bytes; the file's length follows once they pass what was reserved. */
@@ -130,6 +133,9 @@ static kiwi_status file_open(const char *path, int flags, kw_file **out, char **
     f->size = (uint64_t)st.st_size;
     f->alloc = f->size;
     f->append = (flags & O_APPEND) != 0;
+    f->mapped = false;
+    f->map = NULL;
+    f->map_base = f->map_end = 0;
     *out = f;
     return KIWI_OK;
 }
@@ -144,8 +150,99 @@ kiwi_status kw_file_open_append(const char *path, kw_file **out, char **errmsg)
     return file_open(path, O_WRONLY | O_APPEND, out, errmsg);
 }
 
+static size_t page_size(void);
+
+static void unmap_window(kw_file *f)
+{
+    if (f->map != NULL)
+        kw_syscalls.munmap(f->map, (size_t)(f->map_end - f->map_base));
+    f->map = NULL;
+    f->map_base = f->map_end = 0;
+}
+
+/* Maps [size rounded down to a page, alloc): the window the next appends are copied into. */
+static kiwi_status map_window(kw_file *f, char **errmsg)
+{
+    unmap_window(f);
+    uint64_t base = f->size & ~(uint64_t)(page_size() - 1);
+    if (f->alloc <= base)
+        return KIWI_OK;
+    void *p = kw_syscalls.mmap(NULL, (size_t)(f->alloc - base), PROT_READ | PROT_WRITE,
+                               MAP_SHARED, f->fd, (off_t)base);
+    if (p == MAP_FAILED)
+        return io_error(errmsg, "mmap", f->path, errno);
+    f->map = p;
+    f->map_base = base;
+    f->map_end = f->alloc;
+    return KIWI_OK;
+}
+
+/* Room in the mapping for n more bytes at size: reserves (fallocate) and maps more if needed. */
+static kiwi_status mapped_room(kw_file *f, uint64_t n, char **errmsg)
+{
+    if (f->map != NULL && f->size + n <= f->map_end)
+        return KIWI_OK;
+    kiwi_status st = kw_file_reserve(f, f->size + n, errmsg);
+    if (st == KIWI_OK && (f->map == NULL || f->size + n > f->map_end))
+        st = map_window(f, errmsg);
+    return st;
+}
+
+kiwi_status kw_file_create_mapped(const char *path, uint64_t first, kw_file **out, char **errmsg)
+{
+    kiwi_status st = file_open(path, O_RDWR | O_CREAT | O_TRUNC, out, errmsg);
+    if (st != KIWI_OK)
+        return st;
+    kw_file *f = *out;
+    int r;
+    do {
+        r = kw_syscalls.fallocate(f->fd, 0, 0, (off_t)first);
+    } while (r != 0 && errno == EINTR);
+    if (r != 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
+        return KIWI_OK; /* no preallocation here: a plain file appended with write(2) */
+    if (r != 0) {
+        st = io_error(errmsg, "fallocate", path, errno);
+    } else {
+        f->alloc = first;
+        f->mapped = true;
+        st = map_window(f, errmsg);
+    }
+    if (st != KIWI_OK) {
+        kw_file_close(f, NULL);
+        *out = NULL;
+    }
+    return st;
+}
+
+bool kw_file_is_mapped(const kw_file *f)
+{
+    return f->mapped;
+}
+
+static kiwi_status mapped_appendv(kw_file *f, const kw_slice *parts, size_t count, char **errmsg)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < count; i++)
+        n += parts[i].size;
+    kiwi_status st = mapped_room(f, n, errmsg);
+    if (st != KIWI_OK)
+        return st;
+    char *dst = f->map + (f->size - f->map_base);
+    for (size_t i = 0; i < count; i++) {
+        if (parts[i].size > 0)
+            memcpy(dst, parts[i].data, parts[i].size);
+        dst += parts[i].size;
+    }
+    f->size += n;
+    return KIWI_OK;
+}
+
 kiwi_status kw_file_append(kw_file *f, const void *data, size_t n, char **errmsg)
 {
+    if (f->mapped) {
+        kw_slice part = kw_slice_make((const char *)data, n);
+        return mapped_appendv(f, &part, 1, errmsg);
+    }
     kiwi_status st = write_all(f->fd, f->path, data, n, errmsg);
     if (st == KIWI_OK)
         grew(f, n);
@@ -190,6 +287,8 @@ static kiwi_status writev_all(kw_file *f, struct iovec *iov, int count, char **e
 
 kiwi_status kw_file_appendv(kw_file *f, const kw_slice *parts, size_t count, char **errmsg)
 {
+    if (f->mapped)
+        return mapped_appendv(f, parts, count, errmsg);
     enum { STACK_IOV = 64 };
     struct iovec stack_iov[STACK_IOV];
     size_t batch_max = count < IOV_MAX ? count : IOV_MAX;
@@ -245,6 +344,7 @@ uint64_t kw_file_allocated(const kw_file *f)
 
 kiwi_status kw_file_trim(kw_file *f, char **errmsg)
 {
+    unmap_window(f); /* nothing may touch the pages the truncation removes */
     if (f->alloc == f->size)
         return KIWI_OK;
     int r;
@@ -262,6 +362,7 @@ kiwi_status kw_file_close(kw_file *f, char **errmsg)
     if (f == NULL)
         return KIWI_OK;
     kiwi_status st = KIWI_OK;
+    unmap_window(f);
     if (kw_syscalls.close(f->fd) != 0 && errno != EINTR)
         st = io_error(errmsg, "close", f->path, errno);
     free(f->path);

@@ -39,6 +39,7 @@ struct kiwi_options {
     double block_cache_bloom_mb;   /* budget of the bloom-filter tier */
     bool data_reads_cached;        /* "cached": data blocks through the data tier; "in_place" */
     bool sync_writes;              /* default of kiwi_write_options.sync */
+    bool wal_writes_mapped;        /* "mapped": WAL appends copied into a shared mapping; "write" */
     kw_wal_recovery_mode wal_recovery; /* "tolerate_tail" or "skip_corrupt" */
     char compression[8];           /* "none" (zstd/lz4 are not built yet) */
     kiwi_event_fn event_fn;        /* may be NULL */

@@ -21,6 +21,7 @@ struct kw_wal_writer {
     size_t parts_cap;
     kiwi_status failed; /* sticky: after a failed append the file may end in a partial record */
     bool no_prealloc;   /* kw_wal_writer_reserve failed once: append without preallocating */
+    bool preallocated;  /* mapped, or reserved once: read with kw_wal_read_preallocated */
 };
 
 /* Preallocation steps: as large as the log so far, at least 64 KiB, at most 1 MiB. Each step is
@@ -29,18 +30,31 @@ struct kw_wal_writer {
 #define PREALLOC_MIN (64u * 1024u)
 #define PREALLOC_MAX (1024u * 1024u)
 
-kiwi_status kw_wal_writer_create(const char *path, kw_wal_writer **out, char **errmsg)
+static kiwi_status writer_create(const char *path, bool mapped, kw_wal_writer **out,
+                                 char **errmsg)
 {
     *out = NULL;
     kw_file *f;
-    kiwi_status st = kw_file_create(path, &f, errmsg);
+    kiwi_status st = mapped ? kw_file_create_mapped(path, PREALLOC_MIN, &f, errmsg)
+                            : kw_file_create(path, &f, errmsg);
     if (st != KIWI_OK)
         return st;
     kw_wal_writer *w = kw_calloc(1, sizeof *w);
     w->file = f;
+    w->preallocated = kw_file_is_mapped(f);
     kw_buf_init(&w->scratch);
     *out = w;
     return KIWI_OK;
+}
+
+kiwi_status kw_wal_writer_create(const char *path, kw_wal_writer **out, char **errmsg)
+{
+    return writer_create(path, false, out, errmsg);
+}
+
+kiwi_status kw_wal_writer_create_mapped(const char *path, kw_wal_writer **out, char **errmsg)
+{
+    return writer_create(path, true, out, errmsg);
 }
 
 static void encode_header(char *dst, kw_slice payload)
@@ -58,6 +72,10 @@ static kiwi_status check_writable(const kw_wal_writer *w, const kw_slice *payloa
         return kw_error(errmsg, w->failed, "%s: an earlier append failed; the log takes no more "
                         "records", kw_file_path(w->file));
     for (size_t i = 0; i < count; i++) {
+        if (payloads[i].size == 0 && w->preallocated)
+            return kw_error(errmsg, KIWI_INVALID_ARGUMENT,
+                            "%s: an empty record in a preallocated log would read as unwritten "
+                            "space", kw_file_path(w->file));
         if (payloads[i].size > KW_WAL_MAX_RECORD)
             return kw_error(errmsg, KIWI_INVALID_ARGUMENT,
                             "%s: record of %zu bytes exceeds the limit of %u bytes",
@@ -73,7 +91,7 @@ static kiwi_status check_writable(const kw_wal_writer *w, const kw_slice *payloa
 
 kiwi_status kw_wal_writer_add(kw_wal_writer *w, kw_slice payload, char **errmsg)
 {
-    if (payload.size > COPY_MAX)
+    if (payload.size > COPY_MAX || kw_file_is_mapped(w->file))
         return kw_wal_writer_add_many(w, &payload, 1, errmsg);
     kiwi_status st = check_writable(w, &payload, 1, errmsg);
     if (st != KIWI_OK)
@@ -87,6 +105,14 @@ kiwi_status kw_wal_writer_add(kw_wal_writer *w, kw_slice payload, char **errmsg)
     if (st != KIWI_OK)
         w->failed = st;
     return st;
+}
+
+static uint64_t payload_bytes(const kw_slice *payloads, size_t count)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < count; i++)
+        n += payloads[i].size;
+    return n;
 }
 
 kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, size_t count,
@@ -108,6 +134,8 @@ kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, s
         w->parts[2 * i + 1] = payloads[i];
     }
     w->scratch.len = KW_WAL_HEADER_SIZE * count;
+    if (kw_file_is_mapped(w->file)) /* a step ahead, not one fallocate per append */
+        kw_wal_writer_reserve(w, w->scratch.len + payload_bytes(payloads, count));
     st = kw_file_appendv(w->file, w->parts, 2 * count, errmsg);
     if (st != KIWI_OK)
         w->failed = st;
@@ -133,6 +161,7 @@ void kw_wal_writer_reserve(kw_wal_writer *w, uint64_t bytes)
 {
     if (w->no_prealloc || w->failed != KIWI_OK)
         return;
+    w->preallocated = true;
     uint64_t size = kw_file_size(w->file);
     if (size + bytes <= kw_file_allocated(w->file))
         return;

@@ -32,6 +32,10 @@ typedef struct kw_wal_writer kw_wal_writer;
 
 /* Creates a new log file (truncating any file of that name). */
 kiwi_status kw_wal_writer_create(const char *path, kw_wal_writer **out, char **errmsg);
+/* A log whose appends are copies into a mapping (kw_file_create_mapped): no system call per
+ * append; the file is preallocated a step ahead, so it must be read with
+ * kw_wal_read_preallocated. */
+kiwi_status kw_wal_writer_create_mapped(const char *path, kw_wal_writer **out, char **errmsg);
 /* Appends one framed record with one system call: write(2) of header and payload side by side
  * when the payload is small (up to 4 KiB), else writev(2) of the two (the payload not copied). */
 kiwi_status kw_wal_writer_add(kw_wal_writer *w, kw_slice payload, char **errmsg);

@@ -26,7 +26,7 @@ static atomic_int g_armed;          /* which operation fails: see the F_ values 
 static char g_suffix[32];           /* ... on files whose name contains this */
 static atomic_int g_hits;           /* faults delivered */
 
-enum { F_NONE, F_WRITE, F_SYNC, F_RENAME, F_MMAP, F_OPEN };
+enum { F_NONE, F_WRITE, F_SYNC, F_RENAME, F_MMAP, F_OPEN, F_FALLOCATE };
 
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_writev)(int, const struct iovec *, int);
@@ -34,6 +34,7 @@ static int (*real_fdatasync)(int);
 static int (*real_rename)(const char *, const char *);
 static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
 static int (*real_open)(const char *, int, mode_t);
+static int (*real_fallocate)(int, int, off_t, off_t);
 
 static bool fd_matches(int fd)
 {
@@ -110,6 +111,15 @@ static int f_open(const char *path, int flags, mode_t mode)
     return real_open(path, flags, mode);
 }
 
+static int f_fallocate(int fd, int mode, off_t off, off_t len)
+{
+    if (should_fail(F_FALLOCATE, fd, NULL)) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return real_fallocate(fd, mode, off, len);
+}
+
 static void install(void)
 {
     real_write = kw_syscalls.write;
@@ -118,12 +128,14 @@ static void install(void)
     real_rename = kw_syscalls.rename;
     real_mmap = kw_syscalls.mmap;
     real_open = kw_syscalls.open;
+    real_fallocate = kw_syscalls.fallocate;
     kw_syscalls.write = f_write;
     kw_syscalls.writev = f_writev;
     kw_syscalls.fdatasync = f_fdatasync;
     kw_syscalls.rename = f_rename;
     kw_syscalls.mmap = f_mmap;
     kw_syscalls.open = f_open;
+    kw_syscalls.fallocate = f_fallocate;
 }
 
 static void arm(int kind, const char *suffix)
@@ -138,10 +150,13 @@ static void disarm(void)
     atomic_store(&g_armed, F_NONE);
 }
 
+static const char *g_wal_writes = "mapped"; /* the wal_writes setting of open_db */
+
 static kiwi_db *open_db(const char *dir, char **err)
 {
     kiwi_db *db = NULL;
     kiwi_options *o = kiwi_options_create("prod");
+    kiwi_options_set(o, "wal_writes", g_wal_writes, NULL);
     kiwi_status st = kiwi_open(dir, o, &db, err);
     kiwi_options_destroy(o);
     return st == KIWI_OK ? db : NULL;
@@ -189,33 +204,55 @@ static void check_recovered(const char *dir, const char *prefix, int n)
     CHECK(kiwi_close(db) == KIWI_OK);
 }
 
-static void test_wal_write_enospc(void)
+/* A WAL append fails for want of space: with wal_writes=write the write(2) fails; with
+ * wal_writes=mapped the fallocate that would make room in the mapping does (a 1 MiB value never
+ * fits in what the first 64 KiB step left). */
+static void wal_enospc(const char *wal_writes, int fault)
 {
+    const int before = 100;
+    g_wal_writes = wal_writes;
     char *dir = ctest_tmpdir("fwal");
     char *err = NULL;
     kiwi_db *db = open_db(dir, &err);
+    g_wal_writes = "mapped";
     if (!db) {
         CHECK(db != NULL);
         return;
     }
-    put_n(db, "a", 100);
-    arm(F_WRITE, ".log");
-    CHECK(kiwi_put(db, NULL, "x", 1, "y", 1, &err) == KIWI_NO_SPACE);
+    put_n(db, "a", before);
+    arm(fault, ".log");
+    size_t big_len = 1u << 20;
+    char *big = malloc(big_len);
+    memset(big, 'v', big_len);
+    CHECK(kiwi_put(db, NULL, "x", 1, big, big_len, &err) == KIWI_NO_SPACE);
+    free(big);
     CHECK(err && strncmp(err, "no space: ", 10) == 0 && strstr(err, ".log"));
+    if (fault == F_FALLOCATE)
+        CHECK(err && strstr(err, "fallocate"));
     disarm();
     /* the WAL's state is in doubt: later writes are refused, with the first error */
     CHECK(kiwi_put(db, NULL, "z", 1, "y", 1, &err) == KIWI_NO_SPACE);
     CHECK(err && strstr(err, "refused after a background error"));
     CHECK(kiwi_flush(db, &err) != KIWI_OK);
     /* reads go on */
-    CHECK(missing_n(db, "a", 100) == 0);
+    CHECK(missing_n(db, "a", before) == 0);
     char *stats = kiwi_property(db, "stats");
     CHECK(stats && strstr(stats, "\"background_error\":\"no space: "));
     kiwi_free(stats);
     CHECK(kiwi_close(db) == KIWI_NO_SPACE); /* close reports the background error */
     kiwi_free(err);
-    check_recovered(dir, "a", 100);
+    check_recovered(dir, "a", before);
     ctest_rmtree(dir);
+}
+
+static void test_wal_write_enospc(void)
+{
+    wal_enospc("write", F_WRITE);
+}
+
+static void test_wal_mapped_enospc(void)
+{
+    wal_enospc("mapped", F_FALLOCATE);
 }
 
 static void test_wal_sync_eio(void)
@@ -320,6 +357,7 @@ int main(void)
 {
     install();
     RUN(test_wal_write_enospc);
+    RUN(test_wal_mapped_enospc);
     RUN(test_wal_sync_eio);
     RUN(test_sstable_write_enospc);
     RUN(test_manifest_write_fails);

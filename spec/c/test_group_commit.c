@@ -49,6 +49,14 @@ static kiwi_db *open_dev(const char *dir)
     return dbtest_open(dir, "dev", settings);
 }
 
+/* The leader is held inside its WAL write(2) below, so that db appends with write(2). */
+static kiwi_db *open_dev_write(const char *dir)
+{
+    static const char *const settings[] = {"max_memtable_entries", "300", "wal_writes", "write",
+                                           NULL};
+    return dbtest_open(dir, "dev", settings);
+}
+
 typedef struct {
     atomic_int done;
     atomic_int failed;
@@ -274,7 +282,7 @@ static void test_write_nowait_busy_behind_a_leader(void)
     kw_syscalls.write = holding_write;
     kw_syscalls.writev = holding_writev;
     atomic_store(&g_errors, 0);
-    kiwi_db *db = open_dev(dir);
+    kiwi_db *db = open_dev_write(dir);
     if (!db) {
         CHECK(db != NULL);
         kw_syscalls_reset();
@@ -330,13 +338,16 @@ static void test_write_nowait_busy_when_slowing_down(void)
 
 
 /* The WAL's bytes as written, and how many of them an fdatasync has completed on: installed as
- * kw_syscalls hooks before the db's threads exist. */
+ * kw_syscalls hooks before the db's threads exist. A mapped WAL (wal_writes=mapped) calls no
+ * write(2): there the fdatasync hook reads the file (pread sees the mapping's bytes, one page
+ * cache) before the real fdatasync starts, and that copy is what it made durable. */
 static pthread_mutex_t g_wal_mu = PTHREAD_MUTEX_INITIALIZER;
 static char *g_wal_bytes;
 static size_t g_wal_len, g_wal_cap, g_wal_synced;
 static int g_wal_fd = -1;
 static atomic_int g_other_logs; /* writes to a second log (the check assumes one WAL) */
 static int (*g_real_fdatasync)(int);
+static bool g_wal_mapped;
 
 static void shadow_append(int fd, const void *p, size_t n)
 {
@@ -378,9 +389,45 @@ static ssize_t shadow_writev(int fd, const struct iovec *iov, int cnt)
     return r;
 }
 
+/* A mapped WAL's bytes, read at the start of an fdatasync (NULL if fd is not the WAL's). */
+static char *mapped_snapshot(int fd, size_t *len)
+{
+    if (!g_wal_mapped || !is_log(fd))
+        return NULL;
+    pthread_mutex_lock(&g_wal_mu);
+    if (g_wal_fd < 0)
+        g_wal_fd = fd;
+    bool mine = fd == g_wal_fd;
+    pthread_mutex_unlock(&g_wal_mu);
+    struct stat st;
+    if (!mine || fstat(fd, &st) != 0) {
+        atomic_fetch_add(&g_other_logs, !mine);
+        return NULL;
+    }
+    char *copy = malloc((size_t)st.st_size + 1);
+    ssize_t r = pread(fd, copy, (size_t)st.st_size, 0);
+    *len = r > 0 ? (size_t)r : 0;
+    return copy;
+}
+
 /* Bytes written before the fdatasync started are durable once it returns. */
 static int shadow_fdatasync(int fd)
 {
+    size_t snap_len = 0;
+    char *snap = mapped_snapshot(fd, &snap_len);
+    if (snap != NULL) {
+        int rc = g_real_fdatasync(fd);
+        pthread_mutex_lock(&g_wal_mu);
+        if (rc == 0 && snap_len >= g_wal_synced) { /* the log only grows: keep the newer copy */
+            free(g_wal_bytes);
+            g_wal_bytes = snap;
+            g_wal_len = g_wal_cap = g_wal_synced = snap_len;
+            snap = NULL;
+        }
+        pthread_mutex_unlock(&g_wal_mu);
+        free(snap);
+        return rc;
+    }
     pthread_mutex_lock(&g_wal_mu);
     bool mine = fd == g_wal_fd;
     size_t len = g_wal_len;
@@ -490,9 +537,15 @@ static void test_sync_groups_gather(void)
  * must lie in WAL bytes an fdatasync started after they were written and finished before the
  * put returned — whether the thread led its group, was a member, or took a gathering over — and
  * every put is there after a reopen. */
-static void test_sync_ack_after_fdatasync(void)
+static void sync_ack_after_fdatasync(const char *wal_writes)
 {
     char *dir = ctest_tmpdir("gathersync");
+    static const char *const write_settings[] = {"wal_writes", "write", NULL};
+    static const char *const mapped_settings[] = {"wal_writes", "mapped", NULL};
+    g_wal_mapped = strcmp(wal_writes, "mapped") == 0;
+    g_wal_fd = -1;
+    g_wal_len = g_wal_synced = 0;
+    atomic_store(&g_other_logs, 0);
     g_real_write = kw_syscalls.write;
     g_real_writev = kw_syscalls.writev;
     g_real_fdatasync = kw_syscalls.fdatasync;
@@ -500,8 +553,8 @@ static void test_sync_ack_after_fdatasync(void)
     kw_syscalls.writev = shadow_writev;
     kw_syscalls.fdatasync = shadow_fdatasync;
     atomic_store(&g_errors, 0);
-    kiwi_db *db = NULL;
-    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
+    kiwi_db *db = dbtest_open(dir, "prod", g_wal_mapped ? mapped_settings : write_settings);
+    CHECK(db != NULL);
     if (db) {
         run_sync_writers(db, WRITERS, true);
         CHECK(atomic_load(&db->gathers) > 0);
@@ -516,7 +569,19 @@ static void test_sync_ack_after_fdatasync(void)
         kiwi_close(db);
     }
     free(g_wal_bytes);
+    g_wal_bytes = NULL;
+    g_wal_cap = 0;
     ctest_rmtree(dir);
+}
+
+static void test_sync_ack_after_fdatasync(void)
+{
+    sync_ack_after_fdatasync("write");
+}
+
+static void test_sync_ack_after_fdatasync_mapped(void)
+{
+    sync_ack_after_fdatasync("mapped");
 }
 
 /* The gathering counters are in the stats JSON, at 0 on a fresh db, and after four threads of
@@ -567,6 +632,7 @@ int main(void)
     RUN(test_write_nowait_busy_when_slowing_down);
     RUN(test_sync_groups_gather);
     RUN(test_sync_ack_after_fdatasync);
+    RUN(test_sync_ack_after_fdatasync_mapped);
     RUN(test_gather_stats);
     return ctest_summary();
 }

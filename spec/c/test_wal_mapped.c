@@ -1,0 +1,297 @@
+/*
+ * test_wal_mapped.c: the mapped log writer (kw_wal_writer_create_mapped over
+ * kw_file_create_mapped): records of every size round-trip, read back both while the writer is
+ * open (through read(2): one page cache) and after close (trimmed to its exact length); a process
+ * that dies without closing leaves every appended record readable; a file system without
+ * fallocate gives a plain write(2) log; and a failed fallocate or mmap fails the append with
+ * nothing written, the records before it intact and the log refusing further appends.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ctest.h"
+#include "env.h"
+#include "wal.h"
+
+/* ---- helpers ---- */
+
+/* Deterministic payload i of size n, with NULs and every byte value. */
+static char *make_payload(int i, size_t n)
+{
+    char *p = malloc(n ? n : 1);
+    for (size_t j = 0; j < n; j++)
+        p[j] = (char)(i * 131 + (int)(j * 7) + (int)(j >> 9));
+    return p;
+}
+
+typedef struct {
+    char **want;
+    const size_t *want_len;
+    size_t count;
+    size_t n;         /* records delivered */
+    size_t mismatches; /* delivered record != the expected one at its position */
+} reader;
+
+static kiwi_status collect(void *ctx, kw_slice payload, uint64_t offset, char **errmsg)
+{
+    reader *r = ctx;
+    if (r->n >= r->count || r->want_len[r->n] != payload.size ||
+        (payload.size > 0 && memcmp(r->want[r->n], payload.data, payload.size) != 0))
+        r->mismatches++;
+    r->n++;
+    return KIWI_OK;
+}
+
+static uint64_t disk_length(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : UINT64_MAX;
+}
+
+/* Reads path as a preallocated log and checks it holds exactly the first n expected records. */
+static void check_log(const char *path, char **want, const size_t *len, size_t n,
+                      kw_wal_read_stats *st)
+{
+    reader r = {want, len, n, 0, 0};
+    char *err = NULL, **errp = &err;
+    CHECK_OK(kw_wal_read_preallocated(path, KW_WAL_TOLERATE_TAIL, collect, &r, st, &err), errp);
+    CHECK_EQ_U64(r.n, n);
+    CHECK_EQ_U64(r.mismatches, 0);
+    CHECK(!st->torn_tail);
+}
+
+/* 1 byte, small, binary, 4 KiB + 1 (past the write path's copy limit), 1 MiB (several steps
+ * of preallocation and windows), and a run of ordinary records. */
+#define N_RECORDS 300
+static void record_sizes(size_t *sizes)
+{
+    for (size_t i = 0; i < N_RECORDS; i++)
+        sizes[i] = 20 + (i * 37) % 300;
+    sizes[0] = 1;
+    sizes[7] = 4097;
+    sizes[50] = 1u << 20;
+    sizes[51] = 2;
+    sizes[200] = (1u << 20) + 13;
+}
+
+static void free_payloads(char **p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(p[i]);
+}
+
+/* ---- round trips ---- */
+
+static void test_mapped_round_trip(void)
+{
+    char *dir = ctest_tmpdir("walmap");
+    char *path = kw_join_path(dir, "000007.log");
+    size_t sizes[N_RECORDS];
+    char *payloads[N_RECORDS];
+    record_sizes(sizes);
+    kw_wal_writer *w = NULL;
+    char *err = NULL, **errp = &err;
+    CHECK_OK(kw_wal_writer_create_mapped(path, &w, &err), errp);
+    if (w == NULL)
+        return;
+    /* an empty record would have a zero header, which reads as unwritten space (wal.h rule b);
+     * refusing it does not stop the log (the records below go in) */
+    CHECK(kw_wal_writer_add(w, kw_slice_make("", 0), &err) == KIWI_INVALID_ARGUMENT);
+    CHECK(err && strstr(err, "empty record in a preallocated log"));
+    kiwi_free(err);
+    err = NULL;
+    uint64_t expect = 0;
+    for (size_t i = 0; i < N_RECORDS; i++) {
+        payloads[i] = make_payload((int)i, sizes[i]);
+        if (i % 3 == 2) { /* some as a group of two */
+            kw_slice two[2] = {kw_slice_make(payloads[i - 1], sizes[i - 1]),
+                               kw_slice_make(payloads[i], sizes[i])};
+            CHECK_OK(kw_wal_writer_add_many(w, two, 2, &err), errp);
+        } else if (i % 3 == 0) {
+            CHECK_OK(kw_wal_writer_add(w, kw_slice_make(payloads[i], sizes[i]), &err), errp);
+        }
+        expect += KW_WAL_HEADER_SIZE + sizes[i];
+    }
+    /* a trailing odd record when N_RECORDS % 3 == 1 went in above; 300 % 3 == 0 */
+    CHECK_EQ_U64(kw_wal_writer_size(w), expect);
+    CHECK(kw_wal_writer_allocated(w) >= expect);
+    CHECK_EQ_U64(disk_length(path), kw_wal_writer_allocated(w));
+
+    /* read while open: the mapping's bytes are the page cache's */
+    kw_wal_read_stats st;
+    check_log(path, payloads, sizes, N_RECORDS, &st);
+    CHECK_EQ_U64(st.good_bytes, expect);
+    CHECK_EQ_U64(st.prealloc_bytes, kw_wal_writer_allocated(w) - expect);
+
+    CHECK_OK(kw_wal_writer_close(w, true, &err), errp);
+    CHECK_EQ_U64(disk_length(path), expect); /* trimmed to what was written */
+    reader r = {payloads, sizes, N_RECORDS, 0, 0};
+    CHECK_OK(kw_wal_read(path, KW_WAL_TOLERATE_TAIL, collect, &r, &st, &err), errp);
+    CHECK_EQ_U64(r.n, N_RECORDS);
+    CHECK_EQ_U64(r.mismatches, 0);
+    CHECK(!st.torn_tail);
+    free_payloads(payloads, N_RECORDS);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+/* A process that dies right after its appends, without closing or syncing, loses none of them:
+ * they were in the page cache when each append returned. The file keeps its zero tail. */
+static void test_mapped_process_crash(void)
+{
+    char *dir = ctest_tmpdir("walmapcrash");
+    char *path = kw_join_path(dir, "000009.log");
+    size_t sizes[N_RECORDS];
+    char *payloads[N_RECORDS];
+    record_sizes(sizes);
+    for (size_t i = 0; i < N_RECORDS; i++)
+        payloads[i] = make_payload((int)i, sizes[i]);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        kw_wal_writer *w = NULL;
+        if (kw_wal_writer_create_mapped(path, &w, NULL) != KIWI_OK)
+            _exit(2);
+        for (size_t i = 0; i < N_RECORDS; i++)
+            if (kw_wal_writer_add(w, kw_slice_make(payloads[i], sizes[i]), NULL) != KIWI_OK)
+                _exit(3);
+        kill(getpid(), SIGKILL);
+        _exit(4);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    kw_wal_read_stats st;
+    check_log(path, payloads, sizes, N_RECORDS, &st);
+    CHECK(st.prealloc_bytes > 0);
+    CHECK_EQ_U64(st.good_bytes + st.prealloc_bytes, disk_length(path));
+    free_payloads(payloads, N_RECORDS);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+/* ---- no fallocate: a plain log ---- */
+
+static int fallocate_unsupported(int fd, int mode, off_t off, off_t len)
+{
+    errno = EOPNOTSUPP;
+    return -1;
+}
+
+static void test_mapped_without_fallocate(void)
+{
+    char *dir = ctest_tmpdir("walmapplain");
+    char *path = kw_join_path(dir, "000011.log");
+    kw_file *f = NULL;
+    char *err = NULL, **errp = &err;
+    kw_syscalls.fallocate = fallocate_unsupported;
+    CHECK_OK(kw_file_create_mapped(path, 65536, &f, &err), errp);
+    CHECK(f != NULL && !kw_file_is_mapped(f));
+    if (f) {
+        CHECK_OK(kw_file_append(f, "hello", 5, &err), errp);
+        CHECK_EQ_U64(disk_length(path), 5); /* written with write(2), nothing reserved */
+        CHECK_OK(kw_file_close(f, &err), errp);
+    }
+    kw_wal_writer *w = NULL;
+    CHECK_OK(kw_wal_writer_create_mapped(path, &w, &err), errp);
+    if (w) {
+        CHECK_OK(kw_wal_writer_add(w, kw_slice_make("abc", 3), &err), errp);
+        CHECK_EQ_U64(disk_length(path), KW_WAL_HEADER_SIZE + 3);
+        CHECK_OK(kw_wal_writer_close(w, false, &err), errp);
+    }
+    kw_syscalls_reset();
+    free(path);
+    ctest_rmtree(dir);
+}
+
+/* ---- failures while growing ---- */
+
+static int g_fail_after; /* calls allowed before the hooks below fail */
+
+static int fallocate_enospc_later(int fd, int mode, off_t off, off_t len)
+{
+    if (g_fail_after-- > 0)
+        return fallocate(fd, mode, off, len);
+    errno = ENOSPC;
+    return -1;
+}
+
+static void *mmap_enomem_later(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (g_fail_after-- > 0)
+        return mmap(addr, len, prot, flags, fd, off);
+    errno = ENOMEM;
+    return MAP_FAILED;
+}
+
+/* The first step's records go in; the append that needs more space fails with `want` naming
+ * the operation, nothing of it is in the file, the log refuses more, and close trims. */
+static void growth_fails(const char *want_status, const char *want_op)
+{
+    char *dir = ctest_tmpdir("walmapfail");
+    char *path = kw_join_path(dir, "000013.log");
+    char *err = NULL, **errp = &err;
+    kw_wal_writer *w = NULL;
+    g_fail_after = 1; /* the create's fallocate or mmap succeeds, the next fails */
+    CHECK_OK(kw_wal_writer_create_mapped(path, &w, &err), errp);
+    if (w == NULL) {
+        kw_syscalls_reset();
+        return;
+    }
+    enum { SMALL = 40 };
+    char *payloads[SMALL];
+    size_t sizes[SMALL];
+    for (int i = 0; i < SMALL; i++) {
+        sizes[i] = 100;
+        payloads[i] = make_payload(i, sizes[i]);
+        CHECK_OK(kw_wal_writer_add(w, kw_slice_make(payloads[i], sizes[i]), &err), errp);
+    }
+    uint64_t before = kw_wal_writer_size(w);
+    char *big = make_payload(99, 200000); /* past the first 64 KiB step */
+    CHECK(kw_wal_writer_add(w, kw_slice_make(big, 200000), &err) != KIWI_OK);
+    CHECK(err != NULL && strncmp(err, want_status, strlen(want_status)) == 0 &&
+          strstr(err, want_op) != NULL && strstr(err, "000013.log") != NULL);
+    kiwi_free(err);
+    err = NULL;
+    CHECK_EQ_U64(kw_wal_writer_size(w), before);
+    CHECK(kw_wal_writer_add(w, kw_slice_make("x", 1), &err) != KIWI_OK); /* sticky */
+    CHECK(err && strstr(err, "an earlier append failed"));
+    kiwi_free(err);
+    err = NULL;
+    kw_syscalls_reset();
+    CHECK_OK(kw_wal_writer_close(w, true, &err), errp);
+    CHECK_EQ_U64(disk_length(path), before);
+    kw_wal_read_stats st;
+    check_log(path, payloads, sizes, SMALL, &st);
+    free_payloads(payloads, SMALL);
+    free(big);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+static void test_mapped_fallocate_enospc(void)
+{
+    kw_syscalls.fallocate = fallocate_enospc_later;
+    growth_fails("no space: ", "fallocate");
+}
+
+static void test_mapped_mmap_fails(void)
+{
+    kw_syscalls.mmap = mmap_enomem_later;
+    growth_fails("io error", "mmap");
+}
+
+int main(void)
+{
+    RUN(test_mapped_round_trip);
+    RUN(test_mapped_process_crash);
+    RUN(test_mapped_without_fallocate);
+    RUN(test_mapped_fallocate_enospc);
+    RUN(test_mapped_mmap_fails);
+    return ctest_summary();
+}
