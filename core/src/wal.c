@@ -1,7 +1,8 @@
 /*
  * wal.c: the framed record log shared by the write-ahead log and the manifest: the writer (one
  * write(2) per small record, one writev(2) per large record or group with payloads written in
- * place; space preallocated ahead of synced appends) and the reader with its torn-tail and corruption rules, plus the rules for the
+ * place, or copies into the mapping of a mapped log; space preallocated ahead of synced appends
+ * and of every append to a mapped log) and the reader with its torn-tail and corruption rules, plus the rules for the
  * preallocated space of a WAL. Format and rules: wal.h and docs/internals/wal.md.
  */
 #include "wal.h"

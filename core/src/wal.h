@@ -4,8 +4,9 @@
  *
  * Record framing (all little-endian):
  *     [u32 length of payload][u32 CRC32C of payload][payload: length bytes]
- * A record (or a group of records) is written with a single write(2) or writev(2), so after a
- * process crash a record is either whole or a torn tail at the end of the file.
+ * A record (or a group of records) is written with a single write(2) or writev(2), or copied
+ * into a shared mapping of the file (a mapped log, the db's WAL by default), so after a process
+ * crash a record is either whole or a torn tail at the end of the file.
  *
  * Reading: every whole record with a good CRC is handed to the callback in order. At the end of
  * the file, a record whose header or payload runs past EOF, or whose CRC fails and which ends
@@ -37,9 +38,12 @@ kiwi_status kw_wal_writer_create(const char *path, kw_wal_writer **out, char **e
  * kw_wal_read_preallocated. */
 kiwi_status kw_wal_writer_create_mapped(const char *path, kw_wal_writer **out, char **errmsg);
 /* Appends one framed record with one system call: write(2) of header and payload side by side
- * when the payload is small (up to 4 KiB), else writev(2) of the two (the payload not copied). */
+ * when the payload is small (up to 4 KiB), else writev(2) of the two (the payload not copied).
+ * A mapped log copies both into the mapping instead (a system call only when a preallocation
+ * step is due), and refuses an empty payload: its zero header would read as unwritten space. */
 kiwi_status kw_wal_writer_add(kw_wal_writer *w, kw_slice payload, char **errmsg);
-/* Appends several framed records with one writev(2) (group commit). */
+/* Appends several framed records with one writev(2) (group commit), or one copy each into a
+ * mapped log. */
 kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, size_t count,
                                    char **errmsg);
 kiwi_status kw_wal_writer_sync(kw_wal_writer *w, char **errmsg); /* fdatasync */
