@@ -4,7 +4,8 @@
  * open (through read(2): one page cache) and after close (trimmed to its exact length); a process
  * that dies without closing leaves every appended record readable; a file system without
  * fallocate gives a plain write(2) log; and a failed fallocate or mmap fails the append with
- * nothing written, the records before it intact and the log refusing further appends.
+ * nothing written, the records before it intact and the log refusing further appends. At the
+ * db level: the wal_writes setting, its default, a live change taking effect at the next WAL.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +16,9 @@
 #include <unistd.h>
 
 #include "ctest.h"
+#include "dbtest.h"
 #include "env.h"
+#include "kiwi.h"
 #include "wal.h"
 
 /* ---- helpers ---- */
@@ -286,6 +289,86 @@ static void test_mapped_mmap_fails(void)
     growth_fails("io error", "mmap");
 }
 
+/* ---- the db's setting ---- */
+
+/* The length of the db's only WAL file (the newest NNNNNN.log in dir). */
+static uint64_t wal_length(const char *dir)
+{
+    char **names = NULL;
+    size_t n = 0;
+    uint64_t len = UINT64_MAX;
+    if (kw_list_dir(dir, &names, &n, NULL) != KIWI_OK)
+        return len;
+    for (size_t i = 0; i < n; i++) { /* sorted: the last .log is the newest */
+        size_t l = strlen(names[i]);
+        if (l > 4 && strcmp(names[i] + l - 4, ".log") == 0) {
+            char *path = kw_join_path(dir, names[i]);
+            len = disk_length(path);
+            free(path);
+        }
+    }
+    kw_free_names(names, n);
+    return len;
+}
+
+static bool has(kiwi_db *db, const char *k, const char *v)
+{
+    char *got = NULL;
+    size_t len = 0;
+    bool ok = kiwi_get(db, NULL, k, strlen(k), &got, &len, NULL) == KIWI_OK &&
+              len == strlen(v) && memcmp(got, v, len) == 0;
+    kiwi_free(got);
+    return ok;
+}
+
+/* wal_writes: mapped by default (the WAL is preallocated: 64 KiB long after one small put);
+ * "write" from the next WAL on when set live (the file is exactly its record); shown in the
+ * options JSON; an unknown value is refused. Every put survives the switches and a reopen. */
+static void test_db_wal_writes_setting(void)
+{
+    char *dir = ctest_tmpdir("walmapdb");
+    kiwi_db *db = dbtest_open(dir, "prod", NULL);
+    if (db == NULL) {
+        CHECK(db != NULL);
+        return;
+    }
+    char *opts = kiwi_property(db, "options");
+    CHECK(opts && strstr(opts, "\"wal_writes\":\"mapped\""));
+    kiwi_free(opts);
+    CHECK(kiwi_put(db, NULL, "k1", 2, "v1", 2, NULL) == KIWI_OK);
+    CHECK_EQ_U64(wal_length(dir), 65536);
+
+    char *err = NULL;
+    CHECK(kiwi_set_option(db, "wal_writes", "sometimes", &err) == KIWI_INVALID_ARGUMENT);
+    CHECK(err && strstr(err, "wal_writes"));
+    kiwi_free(err);
+    CHECK(kiwi_set_option(db, "wal_writes", "write", NULL) == KIWI_OK);
+    CHECK(kiwi_put(db, NULL, "k2", 2, "v2", 2, NULL) == KIWI_OK);
+    CHECK_EQ_U64(wal_length(dir), 65536); /* the current WAL keeps its way */
+    CHECK(kiwi_flush(db, NULL) == KIWI_OK); /* a new WAL: written with write(2) */
+    CHECK(kiwi_put(db, NULL, "k3", 2, "v3", 2, NULL) == KIWI_OK);
+    uint64_t plain = wal_length(dir);
+    CHECK(plain > 0 && plain < 100);
+    opts = kiwi_property(db, "options");
+    CHECK(opts && strstr(opts, "\"wal_writes\":\"write\""));
+    kiwi_free(opts);
+
+    CHECK(kiwi_set_option(db, "wal_writes", "mapped", NULL) == KIWI_OK);
+    CHECK(kiwi_flush(db, NULL) == KIWI_OK);
+    CHECK(kiwi_put(db, NULL, "k4", 2, "v4", 2, NULL) == KIWI_OK);
+    CHECK_EQ_U64(wal_length(dir), 65536);
+    CHECK(kiwi_close(db) == KIWI_OK);
+
+    db = dbtest_open(dir, "prod", NULL);
+    CHECK(db != NULL);
+    if (db) {
+        CHECK(has(db, "k1", "v1") && has(db, "k2", "v2") && has(db, "k3", "v3") &&
+              has(db, "k4", "v4"));
+        kiwi_close(db);
+    }
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_mapped_round_trip);
@@ -293,5 +376,6 @@ int main(void)
     RUN(test_mapped_without_fallocate);
     RUN(test_mapped_fallocate_enospc);
     RUN(test_mapped_mmap_fails);
+    RUN(test_db_wal_writes_setting);
     return ctest_summary();
 }
