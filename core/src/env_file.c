@@ -109,9 +109,9 @@ static kiwi_status mapped_room(kw_file *f, uint64_t n, char **errmsg)
 kiwi_status kw_file_create_mapped(const char *path, uint64_t first, kw_file **out, char **errmsg)
 {
     kiwi_status st = file_open(path, O_RDWR | O_CREAT | O_TRUNC, out, errmsg);
-    if (st != KIWI_OK)
-        return st;
     kw_file *f = *out;
+    if (st != KIWI_OK || f == NULL)
+        return st;
     int r;
     do {
         r = kw_syscalls.fallocate(f->fd, 0, 0, (off_t)first);
@@ -145,6 +145,8 @@ static kiwi_status mapped_appendv(kw_file *f, const kw_slice *parts, size_t coun
     kiwi_status st = mapped_room(f, n, errmsg);
     if (st != KIWI_OK)
         return st;
+    if (f->map == NULL) /* only n == 0 at a page boundary: nothing to copy */
+        return KIWI_OK;
     char *dst = f->map + (f->size - f->map_base);
     for (size_t i = 0; i < count; i++) {
         if (parts[i].size > 0)
