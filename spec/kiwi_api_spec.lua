@@ -136,6 +136,30 @@ describe("kiwi api", function()
       if helper.compact(db) then check() end               -- compaction
       db:close()
     end)
+
+    it("keeps every write in both WAL modes, switched live (wal_writes)", function()
+      local dir = helper.tmpdir()
+      local db = open(dir, { mode = "prod" })
+      assert.equal("mapped", db:config().wal_writes) -- the default
+      local big = string.rep("\0v", 512 * 1024)      -- a 1 MiB value, NULs included
+      db:put("m1", big)
+      assert.is_true(db:update_config("wal_writes", "write"))
+      assert.equal("write", db:config().wal_writes)
+      db:put("m2", "still the mapped WAL")           -- the current WAL keeps its way
+      assert.is_true(db:flush())                      -- a new WAL, written with write(2)
+      db:put("w1", big)
+      db:delete("m2")
+      local ok, msg, code = db:update_config("wal_writes", "sometimes")
+      assert.is_nil(ok)
+      assert.equal("invalid argument", code)
+      assert.matches("wal_writes", msg, 1, true)
+      db:close()                                     -- the WAL replays at the next open
+      db = open(dir, { mode = "prod" })
+      assert.equal(big, db:get("m1"))
+      assert.equal(big, db:get("w1"))
+      assert.is_nil(db:get("m2"))
+      db:close()
+    end)
   end)
 
   describe("binary safety", function()

@@ -228,6 +228,7 @@ db:close()
         { "max_memtable_entries", -5 },
         { "bloom_fpr_dev", 2 },
         { "sync_writes", "perhaps" },
+        { "wal_writes", "buffered" },
       }) do
         local name = bad[1]
         local db, msg, code = kiwi.open(helper.tmpdir(), { mode = "dev", [name] = bad[2] })
