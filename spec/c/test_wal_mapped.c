@@ -20,29 +20,22 @@
 #include "env.h"
 #include "kiwi.h"
 #include "wal.h"
+#include "wal_fixture.h"
 
 /* ---- helpers ---- */
 
-/* Deterministic payload i of size n, with NULs and every byte value. */
-static char *make_payload(int i, size_t n)
-{
-    char *p = malloc(n ? n : 1);
-    for (size_t j = 0; j < n; j++)
-        p[j] = (char)(i * 131 + (int)(j * 7) + (int)(j >> 9));
-    return p;
-}
-
+/* Checks records in order: record i must be want[i]. */
 typedef struct {
     char **want;
     const size_t *want_len;
     size_t count;
     size_t n;         /* records delivered */
     size_t mismatches; /* delivered record != the expected one at its position */
-} reader;
+} seq_reader;
 
-static kiwi_status collect(void *ctx, kw_slice payload, uint64_t offset, char **errmsg)
+static kiwi_status collect_in_order(void *ctx, kw_slice payload, uint64_t offset, char **errmsg)
 {
-    reader *r = ctx;
+    seq_reader *r = ctx;
     if (r->n >= r->count || r->want_len[r->n] != payload.size ||
         (payload.size > 0 && memcmp(r->want[r->n], payload.data, payload.size) != 0))
         r->mismatches++;
@@ -60,9 +53,10 @@ static uint64_t disk_length(const char *path)
 static void check_log(const char *path, char **want, const size_t *len, size_t n,
                       kw_wal_read_stats *st)
 {
-    reader r = {want, len, n, 0, 0};
+    seq_reader r = {want, len, n, 0, 0};
     char *err = NULL, **errp = &err;
-    CHECK_OK(kw_wal_read_preallocated(path, KW_WAL_TOLERATE_TAIL, collect, &r, st, &err), errp);
+    CHECK_OK(kw_wal_read_preallocated(path, KW_WAL_TOLERATE_TAIL, collect_in_order, &r, st, &err),
+             errp);
     CHECK_EQ_U64(r.n, n);
     CHECK_EQ_U64(r.mismatches, 0);
     CHECK(!st->torn_tail);
@@ -80,12 +74,6 @@ static void record_sizes(size_t *sizes)
     sizes[50] = 1u << 20;
     sizes[51] = 2;
     sizes[200] = (1u << 20) + 13;
-}
-
-static void free_payloads(char **p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(p[i]);
 }
 
 /* ---- round trips ---- */
@@ -133,8 +121,8 @@ static void test_mapped_round_trip(void)
 
     CHECK_OK(kw_wal_writer_close(w, true, &err), errp);
     CHECK_EQ_U64(disk_length(path), expect); /* trimmed to what was written */
-    reader r = {payloads, sizes, N_RECORDS, 0, 0};
-    CHECK_OK(kw_wal_read(path, KW_WAL_TOLERATE_TAIL, collect, &r, &st, &err), errp);
+    seq_reader r = {payloads, sizes, N_RECORDS, 0, 0};
+    CHECK_OK(kw_wal_read(path, KW_WAL_TOLERATE_TAIL, collect_in_order, &r, &st, &err), errp);
     CHECK_EQ_U64(r.n, N_RECORDS);
     CHECK_EQ_U64(r.mismatches, 0);
     CHECK(!st.torn_tail);
