@@ -237,6 +237,11 @@ kiwi_status kw_table_check_block(const kw_table *t, const char *copy, uint64_t o
  * i < nblocks. False if the bytes there do not decode (the file changed under the mapping). */
 bool kw_table_index_at(const kw_table *t, uint32_t i, kw_table_index_entry *e);
 bool kw_table_index_key_at(const kw_table *t, uint32_t i, kw_slice *key); /* the key only */
+/* Parses and checks the index block `contents` (its CRC already checked) into *out (table_index.c).
+ * copy_all: no key points into the map (a cache entry). inplace (NULL: not wanted): set to
+ * whether the block can be searched in place (t->index_restarts must be set first). */
+kiwi_status kw_table_build_index(const kw_table *t, kw_slice contents, bool copy_all,
+                                 kw_table_index **out, bool *inplace, char **errmsg);
 /* The index block read from the map and checked again exactly as at open (CRC, every entry).
  * copy_all: every key is copied into the index (a cache entry never points into a mapping). */
 kiwi_status kw_table_rebuild_index(const kw_table *t, bool copy_all, kw_table_index **out,
