@@ -1,14 +1,12 @@
 /*
- * test_group_commit.c: the writer queue with group commit (db_group.c), run plain, under
- * ASan+UBSan and under ThreadSanitizer (make test-tsan):
+ * test_group_commit.c: the writer queue (db_group.c) seen through kiwi_write_async and
+ * kiwi_write_nowait, run plain, under ASan+UBSan and under ThreadSanitizer (make test-tsan):
  *  - kiwi_write_async: many async sync-writes share fdatasyncs, and kiwi_close finishes the
  *    queued ones first;
  *  - kiwi_write_nowait: what it writes inline, what it refuses with KIWI_BUSY (a sync write, a
  *    full memtable, a leader inside its WAL write, L0 past the slowdown trigger), and that a
- *    refusal leaves no trace;
- *  - gathering of synced groups: 4 sync writers share fdatasyncs, a lone one never waits, no sync
- *    put returns before an fdatasync covering its WAL record has finished, and the gathering
- *    counters are in the stats JSON.
+ *    refusal leaves no trace.
+ * The gathering of synced groups is tested in test_group_gather.c.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,30 +16,10 @@
 #include <unistd.h>
 
 #include "ctest.h"
-#include "db.h" /* the gathering counters */
 #include "dbtest.h"
-#include "env.h" /* kw_syscalls: holding a leader inside its WAL write, shadowing the WAL */
+#include "env.h" /* kw_syscalls: holding a leader inside its WAL write */
+#include "group_fixture.h"
 #include "kiwi.h"
-
-#if defined(__SANITIZE_THREAD__)
-#define SYNC_PER_WRITER 60 /* ThreadSanitizer */
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SYNC_PER_WRITER 60
-#endif
-#endif
-#ifndef SYNC_PER_WRITER
-#define SYNC_PER_WRITER 100
-#endif
-#define WRITERS 4
-
-static atomic_int g_errors;
-
-static void fail(const char *what)
-{
-    fprintf(stderr, "group commit failure: %s\n", what);
-    atomic_fetch_add(&g_errors, 1);
-}
 
 static kiwi_db *open_dev(const char *dir)
 {
@@ -152,16 +130,6 @@ static kiwi_status nowait_put(kiwi_db *db, bool sync, const char *k, const char 
     return st;
 }
 
-static bool has(kiwi_db *db, const char *k, const char *want)
-{
-    char *v = NULL;
-    size_t vl = 0;
-    kiwi_status st = kiwi_get(db, NULL, k, strlen(k), &v, &vl, NULL);
-    bool ok = st == KIWI_OK && vl == strlen(want) && memcmp(v, want, vl) == 0;
-    kiwi_free(v);
-    return ok;
-}
-
 /* What it does when it can, what it refuses, and that a refusal leaves no trace. */
 static void test_write_nowait_contract(void)
 {
@@ -236,14 +204,6 @@ static void test_write_nowait_contract(void)
 static atomic_bool g_hold_wal, g_held_wal;
 static ssize_t (*g_real_write)(int, const void *, size_t);
 static ssize_t (*g_real_writev)(int, const struct iovec *, int);
-
-static bool is_log(int fd)
-{
-    char link[64], target[4096];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(link, target, sizeof target - 1);
-    return n > 4 && memcmp(target + n - 4, ".log", 4) == 0;
-}
 
 static void hold_if_log(int fd)
 {
@@ -334,305 +294,11 @@ static void test_write_nowait_busy_when_slowing_down(void)
     ctest_rmtree(dir);
 }
 
-/* ---- group commit: gathering synced groups (db_group.c; write_path.md, "Gathering") ---- */
-
-
-/* The WAL's bytes as written, and how many of them an fdatasync has completed on: installed as
- * kw_syscalls hooks before the db's threads exist. A mapped WAL (wal_writes=mapped) calls no
- * write(2): there the fdatasync hook reads the file (pread sees the mapping's bytes, one page
- * cache) before the real fdatasync starts, and that copy is what it made durable. */
-static pthread_mutex_t g_wal_mu = PTHREAD_MUTEX_INITIALIZER;
-static char *g_wal_bytes;
-static size_t g_wal_len, g_wal_cap, g_wal_synced;
-static int g_wal_fd = -1;
-static atomic_int g_other_logs; /* writes to a second log (the check assumes one WAL) */
-static int (*g_real_fdatasync)(int);
-static bool g_wal_mapped;
-
-static void shadow_append(int fd, const void *p, size_t n)
-{
-    if (!is_log(fd))
-        return;
-    pthread_mutex_lock(&g_wal_mu);
-    if (g_wal_fd < 0)
-        g_wal_fd = fd;
-    if (fd != g_wal_fd) {
-        atomic_fetch_add(&g_other_logs, 1);
-    } else {
-        if (g_wal_len + n > g_wal_cap) {
-            g_wal_cap = (g_wal_len + n) * 2;
-            g_wal_bytes = realloc(g_wal_bytes, g_wal_cap);
-        }
-        memcpy(g_wal_bytes + g_wal_len, p, n);
-        g_wal_len += n;
-    }
-    pthread_mutex_unlock(&g_wal_mu);
-}
-
-static ssize_t shadow_write(int fd, const void *buf, size_t n)
-{
-    ssize_t r = g_real_write(fd, buf, n);
-    if (r > 0)
-        shadow_append(fd, buf, (size_t)r);
-    return r;
-}
-
-static ssize_t shadow_writev(int fd, const struct iovec *iov, int cnt)
-{
-    ssize_t r = g_real_writev(fd, iov, cnt);
-    size_t left = r > 0 ? (size_t)r : 0; /* a short write keeps only its prefix */
-    for (int i = 0; i < cnt && left > 0; i++) {
-        size_t n = iov[i].iov_len < left ? iov[i].iov_len : left;
-        shadow_append(fd, iov[i].iov_base, n);
-        left -= n;
-    }
-    return r;
-}
-
-/* A mapped WAL's bytes, read at the start of an fdatasync (NULL if fd is not the WAL's). */
-static char *mapped_snapshot(int fd, size_t *len)
-{
-    if (!g_wal_mapped || !is_log(fd))
-        return NULL;
-    pthread_mutex_lock(&g_wal_mu);
-    if (g_wal_fd < 0)
-        g_wal_fd = fd;
-    bool mine = fd == g_wal_fd;
-    pthread_mutex_unlock(&g_wal_mu);
-    struct stat st;
-    if (!mine || fstat(fd, &st) != 0) {
-        atomic_fetch_add(&g_other_logs, !mine);
-        return NULL;
-    }
-    char *copy = malloc((size_t)st.st_size + 1);
-    ssize_t r = pread(fd, copy, (size_t)st.st_size, 0);
-    *len = r > 0 ? (size_t)r : 0;
-    return copy;
-}
-
-/* Bytes written before the fdatasync started are durable once it returns. */
-static int shadow_fdatasync(int fd)
-{
-    size_t snap_len = 0;
-    char *snap = mapped_snapshot(fd, &snap_len);
-    if (snap != NULL) {
-        int rc = g_real_fdatasync(fd);
-        pthread_mutex_lock(&g_wal_mu);
-        if (rc == 0 && snap_len >= g_wal_synced) { /* the log only grows: keep the newer copy */
-            free(g_wal_bytes);
-            g_wal_bytes = snap;
-            g_wal_len = g_wal_cap = g_wal_synced = snap_len;
-            snap = NULL;
-        }
-        pthread_mutex_unlock(&g_wal_mu);
-        free(snap);
-        return rc;
-    }
-    pthread_mutex_lock(&g_wal_mu);
-    bool mine = fd == g_wal_fd;
-    size_t len = g_wal_len;
-    pthread_mutex_unlock(&g_wal_mu);
-    int rc = g_real_fdatasync(fd);
-    pthread_mutex_lock(&g_wal_mu);
-    if (rc == 0 && mine && len > g_wal_synced)
-        g_wal_synced = len;
-    pthread_mutex_unlock(&g_wal_mu);
-    return rc;
-}
-
-static bool key_synced(const char *k)
-{
-    pthread_mutex_lock(&g_wal_mu);
-    bool found = memmem(g_wal_bytes, g_wal_synced, k, strlen(k)) != NULL;
-    pthread_mutex_unlock(&g_wal_mu);
-    return found;
-}
-
-typedef struct {
-    kiwi_db *db;
-    int t;
-    bool check_synced; /* each acknowledged key must be in the synced WAL bytes */
-} sync_job;
-
-static void sync_key(char *k, size_t size, int t, int i)
-{
-    snprintf(k, size, "s%d-%06d|", t, i); /* fixed width: no key is part of another */
-}
-
-static void *sync_writer(void *arg)
-{
-    sync_job *j = arg;
-    kiwi_write_options wo = {true};
-    char k[32];
-    for (int i = 0; i < SYNC_PER_WRITER; i++) {
-        sync_key(k, sizeof k, j->t, i);
-        if (kiwi_put(j->db, &wo, k, strlen(k), "v", 1, NULL) != KIWI_OK)
-            fail("sync put");
-        else if (j->check_synced && !key_synced(k))
-            fail("a sync put returned before an fdatasync covered its WAL record");
-    }
-    return NULL;
-}
-
-static void run_sync_writers(kiwi_db *db, int nthreads, bool check_synced)
-{
-    pthread_t th[WRITERS];
-    sync_job jobs[WRITERS];
-    for (int t = 0; t < nthreads; t++) {
-        jobs[t] = (sync_job){db, t, check_synced};
-        pthread_create(&th[t], NULL, sync_writer, &jobs[t]);
-    }
-    for (int t = 0; t < nthreads; t++)
-        pthread_join(th[t], NULL);
-}
-
-static int missing_sync_keys(kiwi_db *db, int nthreads)
-{
-    int missing = 0;
-    char k[32];
-    for (int t = 0; t < nthreads; t++)
-        for (int i = 0; i < SYNC_PER_WRITER; i++) {
-            sync_key(k, sizeof k, t, i);
-            missing += !has(db, k, "v");
-        }
-    return missing;
-}
-
-/* Four threads of sync puts share fdatasyncs: leaders gather, and groups have several members. A
- * lone sync writer never gathers, and after concurrent writers it gathers at most once (its first
- * group learns it is alone). */
-static void test_sync_groups_gather(void)
-{
-    char *dir = ctest_tmpdir("gather");
-    kiwi_db *db = NULL;
-    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
-    if (!db)
-        return;
-    atomic_store(&g_errors, 0);
-    run_sync_writers(db, 1, false);
-    CHECK_EQ_U64(atomic_load(&db->gathers), 0);
-    CHECK_EQ_U64(dbtest_stat(db, "write_groups"), SYNC_PER_WRITER);
-    run_sync_writers(db, WRITERS, false);
-    unsigned long long writes = (unsigned long long)SYNC_PER_WRITER * (WRITERS + 1);
-    unsigned long long groups = dbtest_stat(db, "write_groups");
-    unsigned long long gathers = atomic_load(&db->gathers);
-    printf("gather: %d threads x %d sync puts in %llu groups; %llu gathers (%llu handed over, "
-           "%llu at the bound, %.0f us each)\n",
-           WRITERS, SYNC_PER_WRITER, groups - SYNC_PER_WRITER, gathers,
-           (unsigned long long)atomic_load(&db->gather_handoffs),
-           (unsigned long long)atomic_load(&db->gather_timeouts),
-           gathers ? (double)atomic_load(&db->gather_micros) / (double)gathers : 0.0);
-    CHECK(groups < writes);
-    CHECK(gathers > 0);
-    CHECK(atomic_load(&db->gather_handoffs) + atomic_load(&db->gather_timeouts) <= gathers);
-    CHECK_EQ_U64(dbtest_stat(db, "wal_syncs"), groups);
-    run_sync_writers(db, 1, false); /* t = 0 again: overwrites */
-    CHECK(atomic_load(&db->gathers) <= gathers + 1);
-    CHECK(atomic_load(&g_errors) == 0);
-    CHECK(kiwi_close(db) == KIWI_OK);
-    ctest_rmtree(dir);
-}
-
-/* DESIGN §4: a sync write is on stable storage when it returns. Every acknowledged put's record
- * must lie in WAL bytes an fdatasync started after they were written and finished before the
- * put returned — whether the thread led its group, was a member, or took a gathering over — and
- * every put is there after a reopen. */
-static void sync_ack_after_fdatasync(const char *wal_writes)
-{
-    char *dir = ctest_tmpdir("gathersync");
-    static const char *const write_settings[] = {"wal_writes", "write", NULL};
-    static const char *const mapped_settings[] = {"wal_writes", "mapped", NULL};
-    g_wal_mapped = strcmp(wal_writes, "mapped") == 0;
-    g_wal_fd = -1;
-    g_wal_len = g_wal_synced = 0;
-    atomic_store(&g_other_logs, 0);
-    g_real_write = kw_syscalls.write;
-    g_real_writev = kw_syscalls.writev;
-    g_real_fdatasync = kw_syscalls.fdatasync;
-    kw_syscalls.write = shadow_write;
-    kw_syscalls.writev = shadow_writev;
-    kw_syscalls.fdatasync = shadow_fdatasync;
-    atomic_store(&g_errors, 0);
-    kiwi_db *db = dbtest_open(dir, "prod", g_wal_mapped ? mapped_settings : write_settings);
-    CHECK(db != NULL);
-    if (db) {
-        run_sync_writers(db, WRITERS, true);
-        CHECK(atomic_load(&db->gathers) > 0);
-        CHECK(kiwi_close(db) == KIWI_OK);
-    }
-    kw_syscalls_reset();
-    CHECK(atomic_load(&g_errors) == 0);
-    CHECK(atomic_load(&g_other_logs) == 0);
-    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
-    if (db) {
-        CHECK(missing_sync_keys(db, WRITERS) == 0);
-        kiwi_close(db);
-    }
-    free(g_wal_bytes);
-    g_wal_bytes = NULL;
-    g_wal_cap = 0;
-    ctest_rmtree(dir);
-}
-
-static void test_sync_ack_after_fdatasync(void)
-{
-    sync_ack_after_fdatasync("write");
-}
-
-static void test_sync_ack_after_fdatasync_mapped(void)
-{
-    sync_ack_after_fdatasync("mapped");
-}
-
-/* The gathering counters are in the stats JSON, at 0 on a fresh db, and after four threads of
- * sync puts equal to what the db counted, with gathers > 0. */
-static void test_gather_stats(void)
-{
-    static const char *const names[] = {"gathers", "gather_timeouts", "gather_handoffs",
-                                        "gather_micros"};
-    char *dir = ctest_tmpdir("gatherstats");
-    kiwi_db *db = NULL;
-    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
-    if (!db) {
-        ctest_rmtree(dir);
-        return;
-    }
-    char *stats = kiwi_property(db, "stats");
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char pat[48];
-        snprintf(pat, sizeof pat, "\"%s\":0,", names[i]);
-        CHECK(stats != NULL && strstr(stats, pat) != NULL);
-    }
-    kiwi_free(stats);
-    atomic_store(&g_errors, 0);
-    run_sync_writers(db, WRITERS, false);
-    unsigned long long gathers = dbtest_stat(db, "gathers");
-    unsigned long long timeouts = dbtest_stat(db, "gather_timeouts");
-    unsigned long long handoffs = dbtest_stat(db, "gather_handoffs");
-    unsigned long long micros = dbtest_stat(db, "gather_micros");
-    printf("gather stats: gathers %llu, gather_timeouts %llu, gather_handoffs %llu, "
-           "gather_micros %llu\n",
-           gathers, timeouts, handoffs, micros);
-    CHECK(gathers > 0 && micros > 0);
-    CHECK(handoffs + timeouts <= gathers);
-    CHECK_EQ_U64(gathers, atomic_load(&db->gathers));
-    CHECK_EQ_U64(timeouts, atomic_load(&db->gather_timeouts));
-    CHECK_EQ_U64(handoffs, atomic_load(&db->gather_handoffs));
-    CHECK_EQ_U64(micros, atomic_load(&db->gather_micros));
-    CHECK(atomic_load(&g_errors) == 0);
-    CHECK(kiwi_close(db) == KIWI_OK);
-    ctest_rmtree(dir);
-}
-
 int main(void)
 {
     RUN(test_async_group_commit);
     RUN(test_write_nowait_contract);
     RUN(test_write_nowait_busy_behind_a_leader);
     RUN(test_write_nowait_busy_when_slowing_down);
-    RUN(test_sync_groups_gather);
-    RUN(test_sync_ack_after_fdatasync);
-    RUN(test_sync_ack_after_fdatasync_mapped);
-    RUN(test_gather_stats);
     return ctest_summary();
 }
