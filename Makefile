@@ -25,7 +25,7 @@ BINDING_SRC := $(sort $(wildcard core/binding/*.c))
 CTEST_SRC := $(sort $(wildcard spec/c/test_*.c))
 CTEST_NAMES := $(notdir $(basename $(CTEST_SRC)))
 # Tests that exercise threads; they also run under ThreadSanitizer.
-TSAN_TESTS := $(filter test_skiplist test_concurrency test_group_commit test_arena test_crc32c test_compaction test_read_compaction test_cache test_merge_iter test_merge_iter_db,$(CTEST_NAMES))
+TSAN_TESTS := $(filter test_skiplist test_concurrency test_group_commit test_arena test_crc32c test_compaction test_read_compaction test_cache test_merge_iter test_merge_iter_db test_group_gather test_skiplist_concurrent,$(CTEST_NAMES))
 
 REL := build/release
 ASAN := build/asan
