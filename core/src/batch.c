@@ -232,15 +232,26 @@ static size_t compact_header(char *out, uint64_t seq, uint32_t count)
     return n;
 }
 
-void kw_batch_init(kiwi_batch *b)
+static void batch_init_rest(kiwi_batch *b)
 {
-    kw_buf_init(&b->rep);
     b->count = 0;
     b->user_bytes = 0;
     b->rejected = 0;
     b->rejected_klen = 0;
     b->rejected_vlen = 0;
     write_header(b);
+}
+
+void kw_batch_init(kiwi_batch *b)
+{
+    kw_buf_init(&b->rep);
+    batch_init_rest(b);
+}
+
+void kw_batch_init_borrowed(kiwi_batch *b, char *storage, size_t cap)
+{
+    kw_buf_init_borrowed(&b->rep, storage, cap);
+    batch_init_rest(b);
 }
 
 void kw_batch_free(kiwi_batch *b)

@@ -45,6 +45,9 @@ struct kiwi_batch {
 
 /* For batches living inside other structs (the db's single-put path). */
 void kw_batch_init(kiwi_batch *b);
+/* The same, its payload starting in the caller's storage of cap bytes (a stack array that
+ * outlives the batch's use: kiwi_put's), so a small put allocates nothing (kw_buf_init_borrowed). */
+void kw_batch_init_borrowed(kiwi_batch *b, char *storage, size_t cap);
 void kw_batch_free(kiwi_batch *b);
 
 void kw_batch_set_sequence(kiwi_batch *b, uint64_t first_seq);

@@ -117,6 +117,15 @@ void kw_buf_init(kw_buf *b)
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
+    b->borrowed = false;
+}
+
+void kw_buf_init_borrowed(kw_buf *b, char *storage, size_t cap)
+{
+    b->data = storage;
+    b->len = 0;
+    b->cap = cap;
+    b->borrowed = true;
 }
 
 void kw_buf_reserve(kw_buf *b, size_t extra)
@@ -126,7 +135,15 @@ void kw_buf_reserve(kw_buf *b, size_t extra)
     size_t cap = b->cap ? b->cap : 64;
     while (cap < b->len + extra)
         cap *= 2;
-    b->data = kw_realloc(b->data, cap);
+    if (b->borrowed) { /* leave the caller's storage for the heap */
+        char *heap = kw_malloc(cap);
+        if (b->len > 0)
+            memcpy(heap, b->data, b->len);
+        b->data = heap;
+        b->borrowed = false;
+    } else {
+        b->data = kw_realloc(b->data, cap);
+    }
     b->cap = cap;
 }
 
@@ -167,7 +184,8 @@ void kw_buf_clear(kw_buf *b)
 
 void kw_buf_free(kw_buf *b)
 {
-    free(b->data);
+    if (!b->borrowed)
+        free(b->data);
     kw_buf_init(b);
 }
 

@@ -55,9 +55,14 @@ typedef struct {
     char *data;
     size_t len;
     size_t cap;
+    bool borrowed; /* data is the caller's storage (kw_buf_init_borrowed), not the heap's */
 } kw_buf;
 
 void kw_buf_init(kw_buf *b);
+/* Starts b on the caller's storage of cap bytes (e.g. a stack array that outlives b's use):
+ * nothing is allocated while the contents fit; the first growth past cap moves them to the
+ * heap. kw_buf_free never frees the storage. Only for a buffer whose data nobody takes over. */
+void kw_buf_init_borrowed(kw_buf *b, char *storage, size_t cap);
 void kw_buf_reserve(kw_buf *b, size_t extra);
 void kw_buf_append(kw_buf *b, const void *p, size_t n);
 void kw_buf_push(kw_buf *b, char c);

@@ -94,6 +94,11 @@ static kiwi_status check_key(const char *key, size_t klen, char **errmsg)
     return KIWI_OK;
 }
 
+/* Stack room for the payload of a single put or delete: header, op, key and value up to ~480
+ * bytes; a larger one moves to the heap as it grows. The batch lives until kw_group_write
+ * returns, after the WAL and the memtable have copied it. */
+#define SINGLE_OP_STORAGE 512
+
 kiwi_status kiwi_put(kiwi_db *db, const kiwi_write_options *wo, const char *key, size_t klen,
                      const char *val, size_t vlen, char **errmsg)
 {
@@ -107,8 +112,9 @@ kiwi_status kiwi_put(kiwi_db *db, const kiwi_write_options *wo, const char *key,
     if (vlen > KIWI_MAX_VALUE_SIZE)
         return kw_error(errmsg, KIWI_INVALID_ARGUMENT,
                         "value of %zu bytes exceeds the limit of %u", vlen, KIWI_MAX_VALUE_SIZE);
+    char storage[SINGLE_OP_STORAGE]; /* the batch of a small put allocates nothing */
     kiwi_batch b;
-    kw_batch_init(&b);
+    kw_batch_init_borrowed(&b, storage, sizeof storage);
     kiwi_batch_put(&b, key ? key : "", klen, val ? val : "", vlen);
     st = kw_group_write(db, default_sync(db, wo), &b, errmsg);
     kw_batch_free(&b);
@@ -123,8 +129,9 @@ kiwi_status kiwi_delete(kiwi_db *db, const kiwi_write_options *wo, const char *k
     kiwi_status st = check_key(key, klen, errmsg);
     if (st != KIWI_OK)
         return st;
+    char storage[SINGLE_OP_STORAGE];
     kiwi_batch b;
-    kw_batch_init(&b);
+    kw_batch_init_borrowed(&b, storage, sizeof storage);
     kiwi_batch_delete(&b, key ? key : "", klen);
     st = kw_group_write(db, default_sync(db, wo), &b, errmsg);
     kw_batch_free(&b);

@@ -1,8 +1,12 @@
 /*
  * test_coding.c: varint and fixed-width codecs (coding.h): round trips at every 7-bit boundary,
- * exact encoded lengths, rejection of truncated and over-long varints, little-endian byte order.
+ * exact encoded lengths, rejection of truncated and over-long varints, little-endian byte order;
+ * and the byte buffer they write into (common.h's kw_buf), including one on borrowed storage.
  */
+#include <string.h>
+
 #include "coding.h"
+#include "common.h"
 #include "ctest.h"
 
 /* 0, 2^(7i) - 1 and 2^(7i) for every i, plus the type maxima. */
@@ -170,6 +174,34 @@ static void test_fixed(void)
     CHECK_EQ_U64(kw_decode_fixed64(raw + 1), 0x0123456789ABCDEFull);
 }
 
+/* A buffer on borrowed storage fills it without allocating, moves to the heap with its contents
+ * on the first growth past it (the storage then untouched), and is never freed by kw_buf_free;
+ * cleared, it keeps the heap copy. ASan would report freeing the stack array. */
+static void test_buf_borrowed(void)
+{
+    char storage[16];
+    memset(storage, '#', sizeof storage);
+    kw_buf b;
+    kw_buf_init_borrowed(&b, storage, sizeof storage);
+    kw_buf_append(&b, "0123456789abcdef", 16); /* exactly fits */
+    CHECK(b.data == storage && b.borrowed && b.len == 16);
+    kw_buf_push(&b, '!'); /* past the storage: moves */
+    CHECK(b.data != storage && !b.borrowed && b.cap >= 17);
+    CHECK(b.len == 17 && memcmp(b.data, "0123456789abcdef!", 17) == 0);
+    CHECK(memcmp(storage, "0123456789abcdef", 16) == 0); /* left as it was */
+    kw_buf_clear(&b);
+    kw_buf_printf(&b, "%d-%s", 42, "x");
+    CHECK(b.len == 4 && memcmp(b.data, "42-x", 4) == 0);
+    kw_buf_free(&b);
+    CHECK(b.data == NULL && b.len == 0 && b.cap == 0 && !b.borrowed);
+
+    kw_buf_init_borrowed(&b, storage, sizeof storage);
+    kw_buf_append(&b, "abc", 3);
+    kw_buf_free(&b); /* never moved: nothing to free, the storage is the caller's */
+    CHECK(b.data == NULL && !b.borrowed);
+    CHECK(memcmp(storage, "abc", 3) == 0);
+}
+
 int main(void)
 {
     RUN(test_varint64_roundtrip);
@@ -178,5 +210,6 @@ int main(void)
     RUN(test_truncated_rejected);
     RUN(test_overlong_rejected);
     RUN(test_fixed);
+    RUN(test_buf_borrowed);
     return ctest_summary();
 }
