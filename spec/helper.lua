@@ -185,6 +185,16 @@ function helper.compact(db, start, stop)
   error("compact_range failed: " .. tostring(msg), 2)
 end
 
+--- Opens dir with kiwi.open (mode "dev" unless opts says otherwise) and returns the db; raises
+-- with the engine's message and code when the open fails.
+function helper.open_db(dir, opts)
+  opts = opts or {}
+  opts.mode = opts.mode or "dev"
+  local db, msg, code = require("kiwi").open(dir, opts)
+  assert(db, tostring(msg) .. " (" .. tostring(code) .. ")")
+  return db
+end
+
 --- Runs body(...) as a kiwi task (kiwi.run drives the luv loop until every task finished), then
 -- checks that no engine request is left in flight. Returns body's results; raises its error.
 function helper.in_task(body, ...)

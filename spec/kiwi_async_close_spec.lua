@@ -3,18 +3,12 @@
 -- writes, reads, scans or a flush in flight finishes or refuses each of them cleanly; a snapshot
 -- released and a batch in use stay valid for the request that holds them; and a SIGKILL of a
 -- process running writer tasks loses no write that was acknowledged to a task. Split from
--- spec/kiwi_async_spec.lua (throughput, the loop, yields, events), whose `open` it repeats.
+-- spec/kiwi_async_spec.lua (throughput, the loop, yields, events).
 local kiwi = require("kiwi")
 local uv = require("luv")
 local helper = require("spec.helper")
 
-local function open(dir, opts)
-  opts = opts or {}
-  opts.mode = opts.mode or "dev"
-  local db, msg, code = kiwi.open(dir, opts)
-  assert(db, tostring(msg) .. " (" .. tostring(code) .. ")")
-  return db
-end
+local open = helper.open_db
 
 local function quiet_errors(fn)
   local old = kiwi.on_task_error(function() end)

@@ -6,13 +6,7 @@ local kiwi = require("kiwi")
 local uv = require("luv")
 local helper = require("spec.helper")
 
-local function open(dir, opts)
-  opts = opts or {}
-  opts.mode = opts.mode or "dev"
-  local db, msg, code = kiwi.open(dir, opts)
-  assert(db, tostring(msg) .. " (" .. tostring(code) .. ")")
-  return db
-end
+local open = helper.open_db
 
 -- True if `call` yielded the current task.
 local function yields(call)

@@ -5,13 +5,7 @@ local kiwi = require("kiwi")
 local helper = require("spec.helper")
 local it = helper.both_modes(it) -- every test runs blocking and inside a task
 
-local function open(dir, opts)
-  opts = opts or {}
-  opts.mode = opts.mode or "dev"
-  local db, msg, code = kiwi.open(dir, opts)
-  assert(db, tostring(msg) .. " (" .. tostring(code) .. ")")
-  return db
-end
+local open = helper.open_db
 
 -- The successor of a prefix: the least string greater than all strings that start with it.
 local function successor(p)
