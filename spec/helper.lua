@@ -172,6 +172,52 @@ function helper.run_lua(dir, code, ...)
   return out, code_
 end
 
+--- Runs `lua script args...` as a child process and SIGKILLs it after delay_ms unless it
+-- exited first (a crash test's child). stderr is captured, or with inherit_stderr passed through
+-- to ours. Returns its stdout, stderr ("" when inherited), exit code and signal.
+function helper.run_and_kill(script, args, delay_ms, inherit_stderr)
+  local out, err = {}, {}
+  local stdout = uv.new_pipe(false)
+  local stderr = not inherit_stderr and uv.new_pipe(false) or nil
+  local exited, code, signal = false, nil, nil
+  local argv = { script }
+  for i = 1, #args do
+    argv[#argv + 1] = tostring(args[i])
+  end
+  local handle
+  handle = assert(uv.spawn(helper.lua_bin, {
+    args = argv,
+    stdio = { nil, stdout, stderr or 2 },
+    env = helper.child_env(),
+  }, function(c, s)
+    exited, code, signal = true, c, s
+    handle:close()
+  end))
+  local function reader(buf, pipe)
+    return function(e, data)
+      assert(not e, e)
+      if data then
+        buf[#buf + 1] = data
+      else
+        pipe:close()
+      end
+    end
+  end
+  stdout:read_start(reader(out, stdout))
+  if stderr then
+    stderr:read_start(reader(err, stderr))
+  end
+  local timer = uv.new_timer()
+  timer:start(delay_ms, 0, function()
+    timer:close()
+    if not exited then
+      uv.process_kill(handle, "sigkill")
+    end
+  end)
+  uv.run()
+  return table.concat(out), table.concat(err), code, signal
+end
+
 --- Runs db:compact_range(start, stop). Returns true, or false when this build of the engine has
 -- no compaction yet (invalid argument "... not part of this build ..."); raises on other failures.
 function helper.compact(db, start, stop)

@@ -245,35 +245,8 @@ end)
 ]]
 
 local function run_child(script, dir, tasks, tag, delay_ms)
-  local out = {}
-  local stdout = uv.new_pipe(false)
-  local exited, signal
-  local handle
-  handle = assert(uv.spawn(helper.lua_bin, {
-    args = { script, dir, tostring(tasks), tag },
-    stdio = { nil, stdout, 2 },
-    env = helper.child_env(),
-  }, function(_, s)
-    exited, signal = true, s
-    handle:close()
-  end))
-  stdout:read_start(function(err, data)
-    assert(not err, err)
-    if data then
-      out[#out + 1] = data
-    else
-      stdout:close()
-    end
-  end)
-  local timer = uv.new_timer()
-  timer:start(delay_ms, 0, function()
-    timer:close()
-    if not exited then
-      uv.process_kill(handle, "sigkill")
-    end
-  end)
-  uv.run()
-  return table.concat(out), signal
+  local out, _, _, signal = helper.run_and_kill(script, { dir, tasks, tag }, delay_ms, true)
+  return out, signal
 end
 
 describe("kiwi async crash #crash", function()

@@ -10,7 +10,6 @@
 -- Reproduce a run with KIWI_CRASH_SEED=<seed> (printed on failure); KIWI_CRASH_VERBOSE=1 prints
 -- each cycle's counts.
 local kiwi = require("kiwi")
-local uv = require("luv")
 local helper = require("spec.helper")
 
 local CYCLES = 20
@@ -94,39 +93,7 @@ end
 
 -- Runs one child until the kill; returns its stdout, stderr, exit code and signal.
 local function run_child(script, dir, cycle, seed, delay_ms)
-  local out, err = {}, {}
-  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-  local exited, code, signal = false, nil, nil
-  local handle
-  handle = assert(uv.spawn(helper.lua_bin, {
-    args = { script, dir, tostring(cycle), tostring(seed) },
-    stdio = { nil, stdout, stderr },
-    env = helper.child_env(),
-  }, function(c, s)
-    exited, code, signal = true, c, s
-    handle:close()
-  end))
-  local function reader(buf, pipe)
-    return function(e, data)
-      assert(not e, e)
-      if data then
-        buf[#buf + 1] = data
-      else
-        pipe:close()
-      end
-    end
-  end
-  stdout:read_start(reader(out, stdout))
-  stderr:read_start(reader(err, stderr))
-  local timer = uv.new_timer()
-  timer:start(delay_ms, 0, function()
-    timer:close()
-    if not exited then
-      uv.process_kill(handle, "sigkill")
-    end
-  end)
-  uv.run()
-  return table.concat(out), table.concat(err), code, signal
+  return helper.run_and_kill(script, { dir, cycle, seed }, delay_ms)
 end
 
 describe("kiwi crash #crash", function()
