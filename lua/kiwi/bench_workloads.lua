@@ -109,26 +109,14 @@ end
 -- The operations of each workload: returns the number of ops done.
 local ops = {}
 
-function ops.fillseq(c, tasks)
-  split(c.num, tasks, function(first, last, stride)
-    local put, db, wo, val, keys = c.db.put, c.db, c.nosync, c.value, c.keys
-    for i = first, last, stride do
-      local ok, msg = put(db, keys[i - 1], val(i), wo)
-      if not ok then
-        check(ok, msg)
-      end
-    end
-    return true
-  end)
-  return c.num
-end
-
--- n puts of keys[1..n] (made by c.random_keys before the timer starts).
-local function random_puts(c, tasks, n, wo, keys)
+-- n puts of keys[1 + shift .. n + shift] (made before the timer starts: c.keys in key order,
+-- 0-based, or c.random_keys' table), operation i putting value i.
+local function random_puts(c, tasks, n, wo, keys, shift)
+  shift = shift or 0
   split(n, tasks, function(first, last, stride)
     local put, db, val = c.db.put, c.db, c.value
     for i = first, last, stride do
-      local ok, msg = put(db, keys[i], val(i), wo)
+      local ok, msg = put(db, keys[i + shift], val(i), wo)
       if not ok then
         check(ok, msg)
       end
@@ -136,6 +124,10 @@ local function random_puts(c, tasks, n, wo, keys)
     return true
   end)
   return n
+end
+
+function ops.fillseq(c, tasks)
+  return random_puts(c, tasks, c.num, c.nosync, c.keys, -1)
 end
 
 function ops.fillrandom(c, tasks)
