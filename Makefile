@@ -44,6 +44,7 @@ help:
 	@echo "make test       every test: C tests (plain, ASan+UBSan, TSan) and busted specs"
 	@echo "make check      -Werror build, clang-tidy, cppcheck, luacheck"
 	@echo "make bench      db_bench-style benchmark (writes docs/benchmarks.md)"
+	@echo "make bench-sync-probe  the ceiling of multi-threaded sync writes here, without kiwi"
 	@echo "make install    install the Lua module and the kiwi command under $(PREFIX)"
 
 bootstrap:
@@ -206,7 +207,7 @@ BENCH_DEFS = $(if $(BENCH_LEVELDB),-DKIWI_BENCH_LEVELDB) $(if $(BENCH_ROCKSDB),-
 BENCH_LIBS = $(if $(BENCH_LEVELDB),-lleveldb) $(if $(BENCH_ROCKSDB),-lrocksdb)
 BENCH_ARGS ?=
 
-.PHONY: bench-quick bench-build bench-flags-check
+.PHONY: bench-quick bench-build bench-flags-check bench-sync-probe
 
 bench:
 	@scripts/bootstrap bench || echo "make bench: LevelDB/RocksDB not installed; kiwi runs alone" >&2
@@ -225,6 +226,18 @@ $(REL)/bench.flags: bench-flags-check
 $(REL)/kiwi_bench: $(BENCH_SRC) $(BENCH_HDR) $(REL)/libkiwi.a $(REL)/bench.flags
 	$(CC) $(BASE_CFLAGS) $(OPT) $(BENCH_DEFS) $(BENCH_SRC) $(REL)/libkiwi.a $(BENCH_LIBS) \
 	  $(LIBS) -o $@
+
+# The ceiling of multi-threaded sync writes on this machine, without kiwi (core/bench/probe/
+# sync_probe.c; docs/benchmarks.md quotes it): one thread, an ideal group of 4, two groups of 2,
+# four independent syncers.   make bench-sync-probe [SYNC_PROBE_ARGS='DIR ROUNDS OPS']
+SYNC_PROBE_ARGS ?= build 5 2000
+
+bench-sync-probe: $(REL)/sync_probe
+	$(REL)/sync_probe $(SYNC_PROBE_ARGS)
+
+$(REL)/sync_probe: core/bench/probe/sync_probe.c
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) $(OPT) $< -o $@
 
 # ---- fuzz ---------------------------------------------------------------------------------
 # libFuzzer targets (spec/fuzz/fuzz_*.c; docs/internals/fuzzing.md), built with clang against a
