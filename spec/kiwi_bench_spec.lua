@@ -1,0 +1,103 @@
+-- spec/kiwi_bench_spec.lua: kiwi.bench (the engine of `kiwi bench`) on tiny runs: every
+-- workload in every way gives a row, reads find what the fills wrote, group commit shares
+-- fsyncs, and what the workloads write is the documented data (key %016d, value i % 4096 of
+-- the value pool), so the Lua figures measure the same work as the C bench's.
+local kiwi = require("kiwi")
+local bench = require("kiwi.bench")
+local bench_workloads = require("kiwi.bench_workloads")
+local helper = require("spec.helper")
+
+local function quiet() end
+
+-- The rows of res by mode, then workload.
+local function rows_by(res)
+  local by = {}
+  for _, r in ipairs(res.rows) do
+    by[r.mode] = by[r.mode] or {}
+    by[r.mode][r.workload] = r
+  end
+  return by
+end
+
+describe("kiwi.bench", function()
+  it("runs every workload in every way, with found counts and group commit", function()
+    local dir = helper.tmpdir()
+    local res = bench.run({ num = 600, sync_num = 40, rounds = 1, c_bench = false,
+      sync_tasks = { 1, 8 }, dir = dir, out = quiet })
+    assert.is_nil(res.c)
+    local by = rows_by(res)
+    for _, mode in ipairs({ "blocking", "task", "tasks64" }) do
+      for _, w in ipairs(bench_workloads.DEFAULT_WORKLOADS) do
+        local r = by[mode] and by[mode][w]
+        assert.is_table(r, mode .. " " .. w)
+        assert.is_true(r.ops > 0 and r.ops_per_s > 0, mode .. " " .. w)
+        assert.is_nil(r.ratio) -- no C figures to compare with
+      end
+      -- fillrandom starts a fresh db and overwrite adds to it: 1200 random picks of 600 keys
+      -- leave ~86% of them (1 - e^-2). readrandom's 600 random gets find about that share,
+      -- readseq's scan counts the distinct keys.
+      local found, total = by[mode].readrandom.note:match("^(%d+) of (%d+) found$")
+      assert.equal(600, tonumber(total))
+      assert.is_true(tonumber(found) > 400 and tonumber(found) < 600, by[mode].readrandom.note)
+      local distinct = by[mode].readseq.ops
+      assert.is_true(distinct > 400 and distinct < 600, mode .. " readseq " .. distinct)
+    end
+    for _, mode in ipairs({ "blocking", "task", "tasks64" }) do
+      assert.equal(0, by[mode].fillrandom.syncs, mode) -- the db's default: no fsync
+      assert.equal(0, by[mode].fillbatch.syncs, mode)
+      assert.is_true(by[mode].fillsync.syncs >= 1 and by[mode].fillsync.syncs <= 40, mode)
+    end
+    assert.equal(40, by.blocking.fillsync.syncs) -- one writer: one fsync per sync put
+    assert.equal(2, #res.sync)
+    assert.equal(1, res.sync[1].tasks)
+    assert.equal(1, res.sync[1].per_write) -- one task: an fsync per sync put
+    assert.equal(8, res.sync[2].tasks)
+    assert.is_true(res.sync[2].per_write < 0.5, tostring(res.sync[2].per_write))
+    assert.matches("| fillbatch |", bench.markdown(res), 1, true)
+  end)
+
+  it("writes the documented keys and values (fillbatch: key i gets value i % 4096)", function()
+    local dir = helper.tmpdir()
+    bench.run({ num = 2500, rounds = 1, c_bench = false, modes = { "blocking" },
+      workloads = { "fillbatch" }, sync_tasks = {}, dir = dir, out = quiet, seed = 7 })
+    math.randomseed(7) -- the values are drawn from the generator the run seeded
+    local vals = bench_workloads.value_maker(100)
+    local db = assert(kiwi.open(dir .. "/db"))
+    local n = 0
+    for k, v in db:scan() do
+      assert.equal(string.format("%016d", n), k)
+      assert.equal(vals[n % 4096], v, "value of key " .. k)
+      assert.equal(100, #v)
+      n = n + 1
+    end
+    assert.equal(2500, n)
+    assert(db:close())
+  end)
+
+  it("passes no write options unless the settings make writes sync by default", function()
+    local dir = helper.tmpdir()
+    -- sync_writes = true: the non-sync workloads must pass { sync = false } to stay non-sync
+    local res = bench.run({ num = 300, rounds = 1, c_bench = false, modes = { "blocking" },
+      workloads = { "fillrandom", "readrandom" }, sync_tasks = {}, dir = dir, out = quiet,
+      settings = { sync_writes = true } })
+    local by = rows_by(res)
+    assert.equal(0, by.blocking.fillrandom.syncs) -- { sync = false } was passed
+    local db = assert(kiwi.open(dir .. "/db"))
+    local n = 0
+    for _ in db:scan() do
+      n = n + 1
+    end
+    assert(db:close())
+    local found = tonumber(by.blocking.readrandom.note:match("^(%d+) of"))
+    assert.is_true(n > 0 and found > 0 and found <= 300)
+  end)
+
+  it("refuses an unknown workload and a bad key source with a clear error", function()
+    assert.has_error(function()
+      bench.run({ num = 10, workloads = { "nosuch" }, c_bench = false, out = quiet })
+    end, "kiwi.bench: unknown workload 'nosuch'")
+    assert.has_error(function()
+      bench.run({ num = 10, keys = "random", c_bench = false, out = quiet })
+    end, "kiwi.bench: keys must be 'table' or 'format', not 'random'")
+  end)
+end)
