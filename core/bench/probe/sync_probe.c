@@ -59,9 +59,12 @@ typedef struct {
     group *g;
 } worker;
 
+static char probe_path[4096]; /* the probe file, removed on exit and on failure */
+
 static void die(const char *what)
 {
     fprintf(stderr, "sync_probe: %s: %s\n", what, strerror(errno));
+    unlink(probe_path);
     exit(1);
 }
 
@@ -172,8 +175,8 @@ int main(int argc, char **argv)
                 MAX_THREADS);
         return 2;
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/sync_probe.%ld.dat", dir, (long)getpid());
+    snprintf(probe_path, sizeof probe_path, "%s/sync_probe.%ld.dat", dir, (long)getpid());
+    const char *path = probe_path;
     static const struct {
         const char *name;
         int ngroups, size;
