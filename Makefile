@@ -170,7 +170,7 @@ test-lua-tsan: $(TSAN_MODULE) all
 	 TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
 	 scripts/run-specs spec
 
-test-lua: all
+test-lua: all $(REL)/kiwi_bench
 	@$(LUA_ENV) KIWI_LUA="$(LUA)" scripts/run-specs spec
 
 # ---- quality gates ------------------------------------------------------------------------

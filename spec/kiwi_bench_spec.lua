@@ -92,6 +92,35 @@ describe("kiwi.bench", function()
     assert.is_true(n > 0 and found > 0 and found <= 300)
   end)
 
+  it("runs the C bench with the same num, value size, mode and settings", function()
+    local path = "build/release/kiwi_bench" -- make test builds it
+    assert.is_truthy(io.open(path, "r"), path .. " is missing: run make bench-build")
+    local run = { workloads = { "fillseq", "readrandom" }, num = 400, sync_num = 10,
+      value_size = 64, mode = "dev", settings = { block_cache_data_mb = 4 } }
+    local f = assert(bench.c_figures(path, run))
+    assert.is_true(f.fillseq > 0 and f.readrandom > 0)
+    -- each of them reaches the C bench: a bad one makes it fail with its message
+    for _, bad in ipairs({
+      { "mode", "nosuch", "--mode=nosuch: unknown mode" },
+      { "value_size", 4, "--value_size=4: expected an integer in [8," },
+      { "settings", { block_cache_data_mb = -1 }, "setting block_cache_data_mb=-1" },
+    }) do
+      local r = { workloads = run.workloads, num = 100, sync_num = 10 }
+      r[bad[1]] = bad[2]
+      local none, msg = bench.c_figures(path, r)
+      assert.is_nil(none, bad[1])
+      assert.is_truthy(msg:find(bad[3], 1, true), msg)
+    end
+    -- bench.run with the C bench: ratios to the C figures of the same settings
+    local res = bench.run({ num = 400, rounds = 1, c_bench = path, modes = { "blocking" },
+      workloads = { "fillseq", "readrandom" }, sync_tasks = {}, dir = helper.tmpdir(),
+      out = quiet, settings = { block_cache_data_mb = 4 } })
+    assert.is_true(res.c.fillseq > 0 and res.c.readrandom > 0)
+    for _, r in ipairs(res.rows) do
+      assert.near(r.ops_per_s / r.c_ops_per_s, r.ratio, 1e-9)
+    end
+  end)
+
   it("refuses an unknown workload and a bad key source with a clear error", function()
     assert.has_error(function()
       bench.run({ num = 10, workloads = { "nosuch" }, c_bench = false, out = quiet })

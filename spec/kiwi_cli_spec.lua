@@ -126,6 +126,17 @@ describe("kiwi command", function()
         local out, _, code = kiwi_cmd("bench --help")
         assert.equal(0, code)
         assert.matches("^usage: kiwi bench", out)
+        assert.truthy(out:find("--set LIST", 1, true))
+        for _, c in ipairs({
+          { "bench --set nonsense", 'kiwi bench: --set: expected name=value, got "nonsense"' },
+          { "bench --set block_size=abc",
+            'kiwi bench: --set block_size: expected a whole number, got "abc"' },
+        }) do
+          local o, err, rc = kiwi_cmd(c[1])
+          assert.equal(1, rc, c[1])
+          assert.equal("", o, c[1])
+          assert.equal(c[2] .. "\n", err, c[1])
+        end
       else
         local out, err, code = kiwi_cmd("bench")
         assert.equal(1, code)

@@ -27,6 +27,7 @@
 local kiwi = require("kiwi")
 local uv = require("luv")
 local bench_workloads = require("kiwi.bench_workloads")
+local config = require("kiwi.config")
 
 local M = {}
 
@@ -67,8 +68,27 @@ local function rmtree(path)
   end
 end
 
+-- The settings kiwi_bench gives kiwi (kiwi_settings_list in core/bench/bench_kiwi.c, its
+-- defaults: 64 MiB memtables bounded by size only, 10 bloom bits a key, 8/16/16 MiB cache
+-- tiers, no compression, non-sync writes), so that the Lua dbs and the C bench's run the same
+-- engine; the user's settings override both sides alike (M.c_figures passes them on).
+local function c_bench_settings(mode)
+  return {
+    max_memtable_size_mb = 64,
+    max_memtable_entries = 1000000000,
+    block_size = 4096,
+    [mode == "dev" and "bloom_fpr_dev" or "bloom_fpr_prod"] = math.exp(-10 * math.log(2) ^ 2),
+    block_cache_data_mb = 8,
+    block_cache_index_mb = 16,
+    block_cache_bloom_mb = 16,
+    compression = "none",
+    sync_writes = false,
+  }
+end
+
 local function open_db(c)
-  local opts = { mode = c.mode }
+  local opts = c_bench_settings(c.mode)
+  opts.mode = c.mode
   for k, v in pairs(c.settings) do
     opts[k] = v
   end
@@ -155,12 +175,26 @@ local function median_rows(rounds)
   return out
 end
 
---- Runs the C bench (core/bench) with the same workloads and num, and parses its ops/s.
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- Runs the C bench (core/bench) with the same workloads, num, value size, mode and settings,
+-- and parses its ops/s.
 -- @tparam string path the kiwi_bench binary
+-- @tparam table run { workloads, num, sync_num, rounds (1), value_size (100), mode ("prod"),
+--   settings ({ name = value }: each becomes --set=name=value) }
 -- @return { workload = ops/s } or nil, msg
-function M.c_figures(path, workloads, num, sync_num, rounds)
-  local cmd = fmt("%s --benchmarks=%s --num=%d --sync_num=%d --rounds=%d --markdown=none "
-    .. "--engines=kiwi 2>&1", path, table.concat(workloads, ","), num, sync_num, rounds or 1)
+function M.c_figures(path, run)
+  local sets = {}
+  for name, v in pairs(run.settings or {}) do
+    sets[#sets + 1] = " " .. shell_quote("--set=" .. name .. "=" .. config.to_engine_string(v))
+  end
+  table.sort(sets)
+  local cmd = fmt("%s --benchmarks=%s --num=%d --sync_num=%d --value_size=%d --rounds=%d "
+    .. "--mode=%s%s --markdown=none --engines=kiwi 2>&1", shell_quote(path),
+    table.concat(run.workloads, ","), run.num, run.sync_num, run.value_size or 100,
+    run.rounds or 1, shell_quote(run.mode or "prod"), table.concat(sets))
   local p = io.popen(cmd, "r")
   if not p then
     return nil, "cannot run " .. path
@@ -221,6 +255,8 @@ M.cli_flags = {
     .. "operation (default table)" },
   ["c-bench"] = { arg = "PATH", doc = "the C bench to compare with, or none (default "
     .. "build/release/kiwi_bench if present)" },
+  set = { arg = "LIST", doc = "engine settings of the benchmarked dbs, comma-separated "
+    .. "name=value (e.g. sync_writes=true,block_size=8192)" },
 }
 
 local function split_list(s, numbers)
@@ -236,6 +272,26 @@ local function split_list(s, numbers)
   return out
 end
 
+-- `--set name=value,...` as settings, each value typed and checked as config.json's would be.
+local function parse_settings(text)
+  if type(text) ~= "string" then
+    return text
+  end
+  local settings = {}
+  for item in text:gmatch("[^,]+") do
+    local name, value = item:match("^%s*([%w_]+)%s*=%s*(.-)%s*$")
+    if name == nil then
+      error(fmt("--set: expected name=value, got %q", item), 0)
+    end
+    local v, err = config.parse(name, value)
+    if v == nil then
+      error(fmt("--set %s: %s", name, err), 0)
+    end
+    settings[name] = v
+  end
+  return settings
+end
+
 -- Options as `kiwi bench` passes them (flag names with dashes, lists as text, files for out and
 -- err; --data and --config do not apply: the bench makes its own directory) to M.run's.
 local function from_cli(opts)
@@ -246,6 +302,9 @@ local function from_cli(opts)
   o.workloads = split_list(o.workloads)
   o.modes = split_list(o.modes)
   o.sync_tasks = split_list(o.sync_tasks, true)
+  if o.set ~= nil then
+    o.settings, o.set = parse_settings(o.set), nil
+  end
   if o.c_bench == "none" then
     o.c_bench = false
   end
@@ -294,7 +353,8 @@ function M.run(opts)
     end
   end
   math.randomseed(opts.seed or 42)
-  c.values = value_maker(opts.value_size or 100)
+  c.value_size = opts.value_size or 100
+  c.values = value_maker(c.value_size)
   if opts.keys ~= nil and opts.keys ~= "table" and opts.keys ~= "format" then
     error("kiwi.bench: keys must be 'table' or 'format', not '" .. tostring(opts.keys) .. "'", 2)
   end
@@ -326,7 +386,9 @@ function M.run(opts)
     local by_mode, c_rounds = {}, {}
     for round = 1, opts.rounds or 1 do
       if cpath then
-        local f, cerr = M.c_figures(cpath, c.workloads, c.num, c.sync_num, 1)
+        local f, cerr = M.c_figures(cpath, { workloads = c.workloads, num = c.num,
+          sync_num = c.sync_num, value_size = c.value_size, mode = c.mode,
+          settings = c.settings })
         if f then
           c_rounds[#c_rounds + 1] = f
           c.out(fmt("C (round %d): ", round))
