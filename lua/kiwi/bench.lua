@@ -240,6 +240,24 @@ local function default_c_bench()
   end
 end
 
+-- `--set name=value,...` as settings, each value typed and checked as config.json's would be;
+-- nil, msg for a malformed item or a bad value.
+local function parse_settings(text)
+  local settings = {}
+  for item in text:gmatch("[^,]+") do
+    local name, value = item:match("^%s*([%w_]+)%s*=%s*(.-)%s*$")
+    if name == nil then
+      return nil, fmt("expected name=value, got %q", item)
+    end
+    local v, err = config.parse(name, value)
+    if v == nil then
+      return nil, fmt("%s: %s", name, err)
+    end
+    settings[name] = v
+  end
+  return settings
+end
+
 --- The flags of `kiwi bench` (lua/kiwi/cli.lua adds them to the subcommand; M.run maps them).
 M.cli_flags = {
   mode = { arg = "dev|prod", doc = "the engine mode of the benchmarked dbs (default prod)" },
@@ -256,7 +274,11 @@ M.cli_flags = {
   ["c-bench"] = { arg = "PATH", doc = "the C bench to compare with, or none (default "
     .. "build/release/kiwi_bench if present)" },
   set = { arg = "LIST", doc = "engine settings of the benchmarked dbs, comma-separated "
-    .. "name=value (e.g. sync_writes=true,block_size=8192)" },
+    .. "name=value (e.g. sync_writes=true,block_size=8192)",
+    check = function(v)
+      local ok, err = parse_settings(v)
+      return ok ~= nil, err
+    end },
 }
 
 local function split_list(s, numbers)
@@ -272,26 +294,6 @@ local function split_list(s, numbers)
   return out
 end
 
--- `--set name=value,...` as settings, each value typed and checked as config.json's would be.
-local function parse_settings(text)
-  if type(text) ~= "string" then
-    return text
-  end
-  local settings = {}
-  for item in text:gmatch("[^,]+") do
-    local name, value = item:match("^%s*([%w_]+)%s*=%s*(.-)%s*$")
-    if name == nil then
-      error(fmt("--set: expected name=value, got %q", item), 0)
-    end
-    local v, err = config.parse(name, value)
-    if v == nil then
-      error(fmt("--set %s: %s", name, err), 0)
-    end
-    settings[name] = v
-  end
-  return settings
-end
-
 -- Options as `kiwi bench` passes them (flag names with dashes, lists as text, files for out and
 -- err; --data and --config do not apply: the bench makes its own directory) to M.run's.
 local function from_cli(opts)
@@ -303,7 +305,11 @@ local function from_cli(opts)
   o.modes = split_list(o.modes)
   o.sync_tasks = split_list(o.sync_tasks, true)
   if o.set ~= nil then
-    o.settings, o.set = parse_settings(o.set), nil
+    local settings, err = parse_settings(o.set)
+    if settings == nil then
+      error("--set: " .. err, 0)
+    end
+    o.settings, o.set = settings, nil
   end
   if o.c_bench == "none" then
     o.c_bench = false
