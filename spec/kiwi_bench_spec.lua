@@ -121,6 +121,39 @@ describe("kiwi.bench", function()
     end
   end)
 
+  it("opens its dbs with the settings kiwi_bench gives kiwi, in both modes", function()
+    local path = "build/release/kiwi_bench"
+    for _, mode in ipairs({ "prod", "dev" }) do
+      local report = helper.tmpdir() .. "/report.md"
+      local p = assert(io.popen(string.format("%s --benchmarks=fillseq --num=100 --rounds=1 "
+        .. "--engines=kiwi --mode=%s --markdown=%s 2>&1", path, mode, report)))
+      p:read("a")
+      p:close()
+      local line = helper.read_file(report):match("\n%- %*%*kiwi%*%*: ([^\n]*)")
+      assert.is_string(line, "the report has no kiwi settings line")
+      local theirs = {}
+      for name, value in line:gmatch("`([%w_]+)=([^`]*)`") do
+        theirs[name] = value
+      end
+      local ours = bench.c_bench_settings(mode)
+      local n = 0
+      for name, value in pairs(theirs) do
+        n = n + 1
+        local mine = ours[name]
+        if type(mine) == "number" then
+          assert.near(tonumber(value), mine, mine * 1e-5, name)
+        else
+          assert.equal(value, tostring(mine), name)
+        end
+      end
+      for name in pairs(ours) do
+        assert.is_not_nil(theirs[name], mode .. ": kiwi_bench does not set " .. name)
+      end
+      assert.is_true(n >= 9, line)
+      assert.matches("^mode `" .. mode .. "`", line)
+    end
+  end)
+
   it("refuses an unknown workload and a bad key source with a clear error", function()
     assert.has_error(function()
       bench.run({ num = 10, workloads = { "nosuch" }, c_bench = false, out = quiet })

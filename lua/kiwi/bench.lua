@@ -87,6 +87,8 @@ local function c_bench_settings(mode)
   }
 end
 
+M.c_bench_settings = c_bench_settings -- for the spec that checks them against kiwi_bench's
+
 local function open_db(c)
   local opts = c_bench_settings(c.mode)
   opts.mode = c.mode
