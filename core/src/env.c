@@ -37,7 +37,7 @@ static int sys_open(const char *path, int flags, mode_t mode)
         .open = sys_open, .close = close, .write = write, .pread = pread,                         \
         .fdatasync = fdatasync, .fsync = fsync, .rename = rename, .unlink = unlink,               \
         .ftruncate = ftruncate, .mmap = mmap, .writev = writev, .munmap = munmap,                 \
-        .fstat = fstat, .mkdir = mkdir, .fallocate = fallocate,                                   \
+        .fstat = fstat, .mkdir = mkdir, .fallocate = fallocate, .pwritev = pwritev,               \
     }
 
 static const kw_syscall_table default_syscalls = KW_DEFAULT_SYSCALLS;

@@ -38,6 +38,7 @@ typedef struct {
     int (*fstat)(int fd, struct stat *st);
     int (*mkdir)(const char *path, mode_t mode);
     int (*fallocate)(int fd, int mode, off_t off, off_t len); /* kw_file_reserve (mode 0) */
+    ssize_t (*pwritev)(int fd, const struct iovec *iov, int iovcnt, off_t off); /* synced appends */
 } kw_syscall_table;
 extern kw_syscall_table kw_syscalls;
 /* Restores the libc defaults. */
@@ -61,6 +62,12 @@ kiwi_status kw_file_open_append(const char *path, kw_file **out, char **errmsg);
 kiwi_status kw_file_append(kw_file *f, const void *data, size_t n, char **errmsg);
 /* Like kw_file_append for several buffers, one writev(2) in the common case. */
 kiwi_status kw_file_appendv(kw_file *f, const kw_slice *parts, size_t count, char **errmsg);
+/* kw_file_appendv for bytes about to be fdatasynced: a mapped file gets them with pwritev(2) at
+ * its end instead of copies into the mapping, so the mapping's page-table entries stay clean and
+ * the fdatasync's writeback has none to write-protect (no TLB shootdown, no write fault on the
+ * next copy; wal.md, "Synced appends"). The mapping sees the bytes: it shares the page cache. */
+kiwi_status kw_file_appendv_synced(kw_file *f, const kw_slice *parts, size_t count,
+                                   char **errmsg);
 kiwi_status kw_file_sync(kw_file *f, char **errmsg); /* fdatasync */
 uint64_t kw_file_size(const kw_file *f);              /* bytes written so far (+ initial size) */
 const char *kw_file_path(const kw_file *f);

@@ -2,8 +2,9 @@
  * env_file.c: appendable files (kw_file of env.h): the WAL, the manifest and SSTables being
  * built. Plain files append with write(2)/writev(2) at their end; a file made by
  * kw_file_create_mapped copies its appends into a shared writable mapping of space preallocated
- * with fallocate, a window at a time (docs/internals/wal.md, "Mapped appends"). Preallocation
- * (kw_file_reserve) and its give-back (kw_file_trim) serve both.
+ * with fallocate, a window at a time (docs/internals/wal.md, "Mapped appends"), except appends
+ * about to be synced, which it writes with pwritev(2). Preallocation (kw_file_reserve) and its
+ * give-back (kw_file_trim) serve both.
  */
 #include "env.h"
 #include "env_internal.h"
@@ -184,11 +185,15 @@ static struct iovec *iov_advance(struct iovec *iov, int *count, size_t done)
     return iov;
 }
 
-/* One batch of at most IOV_MAX buffers; continues short writes with further writev calls. */
-static kiwi_status writev_all(kw_file *f, struct iovec *iov, int count, char **errmsg)
+/* One batch of at most IOV_MAX buffers; continues short writes with further calls: writev at
+ * the descriptor's offset, or with `positioned` pwritev at the file's size (a mapped file's
+ * descriptor offset does not follow its appends). */
+static kiwi_status writev_all(kw_file *f, struct iovec *iov, int count, bool positioned,
+                              char **errmsg)
 {
     while (count > 0) {
-        ssize_t r = kw_syscalls.writev(f->fd, iov, count);
+        ssize_t r = positioned ? kw_syscalls.pwritev(f->fd, iov, count, (off_t)f->size)
+                               : kw_syscalls.writev(f->fd, iov, count);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -205,10 +210,9 @@ static kiwi_status writev_all(kw_file *f, struct iovec *iov, int count, char **e
     return KIWI_OK;
 }
 
-kiwi_status kw_file_appendv(kw_file *f, const kw_slice *parts, size_t count, char **errmsg)
+static kiwi_status appendv_syscalls(kw_file *f, const kw_slice *parts, size_t count,
+                                    bool positioned, char **errmsg)
 {
-    if (f->mapped)
-        return mapped_appendv(f, parts, count, errmsg);
     enum { STACK_IOV = 64 };
     struct iovec stack_iov[STACK_IOV];
     size_t batch_max = count < IOV_MAX ? count : IOV_MAX;
@@ -220,11 +224,24 @@ kiwi_status kw_file_appendv(kw_file *f, const kw_slice *parts, size_t count, cha
             iov[i].iov_base = (void *)parts[start + i].data;
             iov[i].iov_len = parts[start + i].size;
         }
-        st = writev_all(f, iov, (int)n, errmsg);
+        st = writev_all(f, iov, (int)n, positioned, errmsg);
     }
     if (iov != stack_iov)
         free(iov);
     return st;
+}
+
+kiwi_status kw_file_appendv(kw_file *f, const kw_slice *parts, size_t count, char **errmsg)
+{
+    if (f->mapped)
+        return mapped_appendv(f, parts, count, errmsg);
+    return appendv_syscalls(f, parts, count, false, errmsg);
+}
+
+kiwi_status kw_file_appendv_synced(kw_file *f, const kw_slice *parts, size_t count,
+                                   char **errmsg)
+{
+    return appendv_syscalls(f, parts, count, f->mapped, errmsg);
 }
 
 kiwi_status kw_file_sync(kw_file *f, char **errmsg)

@@ -1,8 +1,8 @@
 /*
  * wal.c: the framed record log shared by the write-ahead log and the manifest: the writer (one
  * write(2) per small record, one writev(2) per large record or group with payloads written in
- * place, or copies into the mapping of a mapped log; space preallocated ahead of synced appends
- * and of every append to a mapped log) and the reader with its torn-tail and corruption rules, plus the rules for the
+ * place, or copies into the mapping of a mapped log, except its synced appends: one pwritev(2);
+ * space preallocated ahead of synced appends and of every append to a mapped log) and the reader with its torn-tail and corruption rules, plus the rules for the
  * preallocated space of a WAL. Format and rules: wal.h and docs/internals/wal.md.
  */
 #include "wal.h"
@@ -116,8 +116,10 @@ static uint64_t payload_bytes(const kw_slice *payloads, size_t count)
     return n;
 }
 
-kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, size_t count,
-                                   char **errmsg)
+/* Frames count records (headers in scratch, payloads in place) and appends them: to a mapped
+ * log by copies, or with `synced` by one pwritev (kw_file_appendv_synced). */
+static kiwi_status append_records(kw_wal_writer *w, const kw_slice *payloads, size_t count,
+                                  bool synced, char **errmsg)
 {
     kiwi_status st = check_writable(w, payloads, count, errmsg);
     if (st != KIWI_OK || count == 0)
@@ -137,10 +139,25 @@ kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, s
     w->scratch.len = KW_WAL_HEADER_SIZE * count;
     if (kw_file_is_mapped(w->file)) /* a step ahead, not one fallocate per append */
         kw_wal_writer_reserve(w, w->scratch.len + payload_bytes(payloads, count));
-    st = kw_file_appendv(w->file, w->parts, 2 * count, errmsg);
+    st = synced ? kw_file_appendv_synced(w->file, w->parts, 2 * count, errmsg)
+                : kw_file_appendv(w->file, w->parts, 2 * count, errmsg);
     if (st != KIWI_OK)
         w->failed = st;
     return st;
+}
+
+kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, size_t count,
+                                   char **errmsg)
+{
+    return append_records(w, payloads, count, false, errmsg);
+}
+
+kiwi_status kw_wal_writer_add_synced(kw_wal_writer *w, const kw_slice *payloads, size_t count,
+                                     char **errmsg)
+{
+    if (count == 1 && !kw_file_is_mapped(w->file))
+        return kw_wal_writer_add(w, payloads[0], errmsg); /* its one write(2) of a small record */
+    return append_records(w, payloads, count, true, errmsg);
 }
 
 kiwi_status kw_wal_writer_sync(kw_wal_writer *w, char **errmsg)

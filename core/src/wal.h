@@ -46,6 +46,11 @@ kiwi_status kw_wal_writer_add(kw_wal_writer *w, kw_slice payload, char **errmsg)
  * mapped log. */
 kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, size_t count,
                                    char **errmsg);
+/* Appends records that the caller fdatasyncs next: as kw_wal_writer_add (one record) or
+ * kw_wal_writer_add_many, except that a mapped log gets them with pwritev(2) rather than copies
+ * into its mapping (kw_file_appendv_synced; wal.md, "Synced appends"). */
+kiwi_status kw_wal_writer_add_synced(kw_wal_writer *w, const kw_slice *payloads, size_t count,
+                                     char **errmsg);
 kiwi_status kw_wal_writer_sync(kw_wal_writer *w, char **errmsg); /* fdatasync */
 uint64_t kw_wal_writer_size(const kw_wal_writer *w);
 const char *kw_wal_writer_path(const kw_wal_writer *w);

@@ -4,8 +4,11 @@
  * open (through read(2): one page cache) and after close (trimmed to its exact length); a process
  * that dies without closing leaves every appended record readable; a file system without
  * fallocate gives a plain write(2) log; and a failed fallocate or mmap fails the append with
- * nothing written, the records before it intact and the log refusing further appends. At the
- * db level: the wal_writes setting, its default, a live change taking effect at the next WAL.
+ * nothing written, the records before it intact and the log refusing further appends. Synced
+ * appends (kw_wal_writer_add_synced) reach a mapped log with pwritev(2), interleave with copies
+ * in order, and a failed one is sticky; a plain log's synced appends use write/writev. At the
+ * db level: the wal_writes setting, its default, a live change taking effect at the next WAL;
+ * sync writes from several threads on a mapped WAL, all back after a reopen.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -162,6 +165,139 @@ static void test_mapped_process_crash(void)
     CHECK(st.prealloc_bytes > 0);
     CHECK_EQ_U64(st.good_bytes + st.prealloc_bytes, disk_length(path));
     free_payloads(payloads, N_RECORDS);
+    free(path);
+    ctest_rmtree(dir);
+}
+
+/* ---- synced appends ---- */
+
+static int g_pwritev_calls;
+static int g_pwritev_fail_errno; /* non-zero: pwritev fails with it */
+
+static ssize_t counting_pwritev(int fd, const struct iovec *iov, int count, off_t off)
+{
+    g_pwritev_calls++;
+    if (g_pwritev_fail_errno) {
+        errno = g_pwritev_fail_errno;
+        return -1;
+    }
+    return pwritev(fd, iov, count, off);
+}
+
+/* Appends record i..i+n-1 in one of four ways, chosen by i: copies (add, add_many) or synced
+ * (add_synced of one or of a group), so every kind follows every other; syncs now and then. */
+static int append_mixed(kw_wal_writer *w, char **payloads, const size_t *sizes, size_t i,
+                        size_t n, char **err)
+{
+    kw_slice parts[3];
+    for (size_t j = 0; j < n; j++)
+        parts[j] = kw_slice_make(payloads[i + j], sizes[i + j]);
+    int synced = 0;
+    kiwi_status st;
+    switch (i % 4) {
+    case 0: st = n == 1 ? kw_wal_writer_add(w, parts[0], err) : kw_wal_writer_add_many(w, parts, n, err); break;
+    case 1: st = kw_wal_writer_add_synced(w, parts, 1, err); n = 1; synced = 1; break;
+    case 2: st = kw_wal_writer_add_many(w, parts, n, err); break;
+    default: st = kw_wal_writer_add_synced(w, parts, n, err); synced = 1; break;
+    }
+    CHECK(st == KIWI_OK);
+    if (synced && i % 8 == 3)
+        CHECK(kw_wal_writer_sync(w, err) == KIWI_OK);
+    return (int)n;
+}
+
+/* Synced appends to a mapped log: one pwritev each, the mapping's copies continuing right after
+ * them (records of every size, 1 MiB ones across windows), all read back in order while the
+ * writer is open and after it closes; a plain log's synced appends never use pwritev. */
+static void test_mapped_synced_appends(void)
+{
+    char *dir = ctest_tmpdir("walmapsync");
+    for (int mapped = 1; mapped >= 0; mapped--) {
+        char *path = kw_join_path(dir, mapped ? "000021.log" : "000022.log");
+        size_t sizes[N_RECORDS];
+        char *payloads[N_RECORDS];
+        record_sizes(sizes);
+        for (size_t i = 0; i < N_RECORDS; i++)
+            payloads[i] = make_payload((int)i + 1000, sizes[i]);
+        g_pwritev_calls = 0;
+        kw_syscalls.pwritev = counting_pwritev;
+        kw_wal_writer *w = NULL;
+        char *err = NULL, **errp = &err;
+        CHECK_OK(mapped ? kw_wal_writer_create_mapped(path, &w, &err)
+                        : kw_wal_writer_create(path, &w, &err),
+                 errp);
+        if (w == NULL) {
+            kw_syscalls_reset();
+            return;
+        }
+        int synced_calls = 0;
+        for (size_t i = 0; i < N_RECORDS;) {
+            size_t left = N_RECORDS - i, n = left < 3 ? left : 3;
+            synced_calls += i % 4 == 1 || i % 4 == 3;
+            i += (size_t)append_mixed(w, payloads, sizes, i, n, &err);
+        }
+        CHECK_EQ_U64(g_pwritev_calls, mapped ? synced_calls : 0);
+        CHECK(synced_calls > 50);
+        kw_wal_read_stats st;
+        if (mapped)
+            check_log(path, payloads, sizes, N_RECORDS, &st); /* open: one page cache */
+        CHECK_OK(kw_wal_writer_close(w, true, &err), errp);
+        kw_syscalls_reset();
+        seq_reader r = {payloads, sizes, N_RECORDS, 0, 0};
+        CHECK_OK(kw_wal_read(path, KW_WAL_TOLERATE_TAIL, collect_in_order, &r, &st, &err), errp);
+        CHECK_EQ_U64(r.n, N_RECORDS);
+        CHECK_EQ_U64(r.mismatches, 0);
+        CHECK(!st.torn_tail);
+        free_payloads(payloads, N_RECORDS);
+        free(path);
+    }
+    ctest_rmtree(dir);
+}
+
+/* A synced append that fails (ENOSPC from pwritev) reports it with the file's name, leaves the
+ * records before it intact, and makes the log refuse further appends of either kind. */
+static void test_mapped_synced_append_fails(void)
+{
+    char *dir = ctest_tmpdir("walmapsyncfail");
+    char *path = kw_join_path(dir, "000023.log");
+    char *err = NULL, **errp = &err;
+    kw_wal_writer *w = NULL;
+    CHECK_OK(kw_wal_writer_create_mapped(path, &w, &err), errp);
+    if (w == NULL)
+        return;
+    enum { SMALL = 10 };
+    char *payloads[SMALL];
+    size_t sizes[SMALL];
+    for (int i = 0; i < SMALL; i++) {
+        sizes[i] = 50 + (size_t)i;
+        payloads[i] = make_payload(i, sizes[i]);
+        kw_slice one = kw_slice_make(payloads[i], sizes[i]);
+        CHECK_OK(i % 2 ? kw_wal_writer_add_synced(w, &one, 1, &err)
+                       : kw_wal_writer_add(w, one, &err),
+                 errp);
+    }
+    uint64_t before = kw_wal_writer_size(w);
+    kw_syscalls.pwritev = counting_pwritev;
+    g_pwritev_fail_errno = ENOSPC;
+    kw_slice x = kw_slice_make("lost", 4);
+    CHECK(kw_wal_writer_add_synced(w, &x, 1, &err) == KIWI_NO_SPACE);
+    CHECK(err && strstr(err, "write") && strstr(err, "000023.log"));
+    kiwi_free(err);
+    err = NULL;
+    g_pwritev_fail_errno = 0;
+    kw_syscalls_reset();
+    CHECK_EQ_U64(kw_wal_writer_size(w), before);
+    CHECK(kw_wal_writer_add(w, x, &err) != KIWI_OK); /* sticky, for copies too */
+    CHECK(err && strstr(err, "an earlier append failed"));
+    kiwi_free(err);
+    err = NULL;
+    CHECK(kw_wal_writer_add_synced(w, &x, 1, &err) != KIWI_OK);
+    kiwi_free(err);
+    err = NULL;
+    CHECK_OK(kw_wal_writer_close(w, true, &err), errp);
+    kw_wal_read_stats st;
+    check_log(path, payloads, sizes, SMALL, &st);
+    free_payloads(payloads, SMALL);
     free(path);
     ctest_rmtree(dir);
 }
@@ -364,6 +500,8 @@ int main(void)
     RUN(test_mapped_without_fallocate);
     RUN(test_mapped_fallocate_enospc);
     RUN(test_mapped_mmap_fails);
+    RUN(test_mapped_synced_appends);
+    RUN(test_mapped_synced_append_fails);
     RUN(test_db_wal_writes_setting);
     return ctest_summary();
 }
