@@ -223,6 +223,7 @@ db:close()
         { "bloom_fpr_dev", 2 },
         { "sync_writes", "perhaps" },
         { "wal_writes", "buffered" },
+        { "sync_waits", "spin" },
       }) do
         local name = bad[1]
         local db, msg, code = kiwi.open(helper.tmpdir(), { mode = "dev", [name] = bad[2] })

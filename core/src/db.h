@@ -146,6 +146,9 @@ struct kiwi_db {
     /* gatherings started; ended by the bound; ended by an arriving writer taking the group over;
      * total microseconds (atomic: read without mu) */
     atomic_uint_fast64_t gathers, gather_timeouts, gather_handoffs, gather_micros;
+    /* waits of sync thread writers (members and gathering heads): ended by the post while the
+     * writer was yielding; blocked (sync_waits "block", long fdatasyncs, or yields turned slow) */
+    atomic_uint_fast64_t sync_waits_yielded, sync_waits_blocked;
 
     pthread_t committer;           /* leads groups of async writers */
     bool has_committer;

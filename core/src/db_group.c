@@ -18,6 +18,7 @@
  * sync writer (the last group saw one) never waits. docs/internals/write_path.md has the numbers.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,6 +30,14 @@
 
 #define MAX_GROUP_BYTES (1u << 20) /* a group stops growing past 1 MiB of payload */
 #define MAX_GROUP_SIZE 256
+/* Waiting by yielding (write_path.md): a thread that waits for a group's fdatasync yields the CPU
+ * in a loop, for up to SPIN_SYNCS recent fdatasync times, before it blocks; only while
+ * fdatasyncs are short (a wake-up from a blocked wait is then a good part of one), and only
+ * while its yields stay fast (a slow one means other threads want this CPU). */
+#define SPIN_SYNCS 2
+#define SPIN_SYNC_MAX_US 1000
+#define SLOW_YIELD_US 20
+#define SLOW_YIELDS_MAX 3
 
 typedef struct {
     kw_memtable *mem;
@@ -58,8 +67,9 @@ static kiwi_status commit_group(kiwi_db *db, kw_writer **group, size_t n, bool s
     }
     if (sync) /* inside the file's length, the fdatasync below commits no size change */
         kw_wal_writer_reserve(wal, bytes);
-    kiwi_status st = n == 1 ? kw_wal_writer_add(wal, parts[0], errmsg)
-                            : kw_wal_writer_add_many(wal, parts, n, errmsg);
+    kiwi_status st = sync ? kw_wal_writer_add_synced(wal, parts, n, errmsg)
+                     : n == 1 ? kw_wal_writer_add(wal, parts[0], errmsg)
+                              : kw_wal_writer_add_many(wal, parts, n, errmsg);
     kw_kill_point("wal.after_append");
     if (st == KIWI_OK && sync) {
         kw_kill_point("wal.before_sync");
@@ -259,6 +269,55 @@ static void dequeue_head(kiwi_db *db)
     db->writers_head = db->writers_head->next;
 }
 
+/* How long a thread writer that waits for a synced group may yield before it blocks (see
+ * SPIN_SYNCS): 0 unless it is a sync writer, the sync_waits setting is "yield" and recent
+ * fdatasyncs were short. REQUIRES: mu. */
+static uint64_t yield_budget(const kiwi_db *db, const kw_writer *w)
+{
+    if (!w->sync || !db->opts.sync_waits_yield || db->sync_micros_avg == 0 ||
+        db->sync_micros_avg > SPIN_SYNC_MAX_US)
+        return 0;
+    return SPIN_SYNCS * db->sync_micros_avg;
+}
+
+/* Yields the CPU in a loop until sem is posted (true: the post is taken), budget_us pass or the
+ * yields turn slow (false: the caller blocks instead). A post then finds the thread running,
+ * not asleep: on a VM, waking a blocked thread costs tens of microseconds. */
+static bool yield_until_posted(sem_t *sem, uint64_t budget_us)
+{
+    if (budget_us == 0)
+        return false;
+    uint64_t start = kw_now_micros(), last = start;
+    int slow = 0;
+    for (;;) {
+        if (sem_trywait(sem) == 0)
+            return true;
+        uint64_t t = kw_now_micros();
+        if (t - start >= budget_us || (t - last > SLOW_YIELD_US && ++slow >= SLOW_YIELDS_MAX))
+            return false;
+        last = t;
+        sched_yield();
+    }
+}
+
+/* Counts a sync writer's wait in the stats: ended while yielding, or blocked. */
+static void count_wait(kiwi_db *db, const kw_writer *w, bool yielded)
+{
+    if (w->sync)
+        atomic_fetch_add(yielded ? &db->sync_waits_yielded : &db->sync_waits_blocked, 1);
+}
+
+/* Waits for w's post (yielding first for budget_us, then blocked). */
+static void writer_wait(kiwi_db *db, kw_writer *w, uint64_t budget_us)
+{
+    bool yielded = yield_until_posted(&w->wake, budget_us);
+    count_wait(db, w, yielded);
+    if (yielded)
+        return;
+    while (sem_wait(&w->wake) != 0) /* EINTR */
+        ;
+}
+
 /* How many queued sync writers the leader should wait for, or 0 not to wait: only when the group
  * will fdatasync, and fewer sync writers are queued than were seen around the last synced group.
  * REQUIRES: mu; the queue is not empty. */
@@ -271,13 +330,32 @@ static size_t gather_target(const kiwi_db *db)
     return want > db->sync_queued ? want : 0;
 }
 
+/* Microseconds from now to a CLOCK_REALTIME deadline, 0 if it has passed. */
+static uint64_t micros_until(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t us = (int64_t)(deadline->tv_sec - now.tv_sec) * 1000000 +
+                 (deadline->tv_nsec - now.tv_nsec) / 1000;
+    return us > 0 ? (uint64_t)us : 0;
+}
+
 /* One wait of a gathering leader, mu released meanwhile: the commit thread waits on async_cv, a
  * thread writer on its own semaphore. Returns false once the deadline has passed. */
 static bool gather_wait(kiwi_db *db, kw_writer *leader, const struct timespec *deadline)
 {
     if (leader->async)
         return pthread_cond_timedwait(&db->async_cv, &db->mu, deadline) != ETIMEDOUT;
+    uint64_t budget = yield_budget(db, leader);
+    uint64_t left = micros_until(deadline);
+    budget = budget < left ? budget : left; /* the deadline is one fdatasync away at most */
     pthread_mutex_unlock(&db->mu);
+    bool yielded = yield_until_posted(&leader->wake, budget);
+    count_wait(db, leader, yielded);
+    if (yielded) {
+        pthread_mutex_lock(&db->mu);
+        return true;
+    }
     int rc;
     do
         rc = sem_timedwait(&leader->wake, deadline);
@@ -408,9 +486,9 @@ kiwi_status kw_group_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **err
      * until then. The post orders the leader's writes to w before our reads. */
     bool take_over = enqueue_writer(db, &w); // cppcheck-suppress autoVariables
     if (!take_over && db->writers_head != &w) {
+        uint64_t budget = yield_budget(db, &w);
         pthread_mutex_unlock(&db->mu);
-        while (sem_wait(&w.wake) != 0) /* EINTR */
-            ;
+        writer_wait(db, &w, budget);
         if (w.done) /* a leader committed us */
             return member_result(&w, errmsg);
         pthread_mutex_lock(&db->mu); /* we are the head: lead */
@@ -423,9 +501,9 @@ kiwi_status kw_group_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **err
         st = commit_from_head(db, &w, false, &wk, &err);
     } else if (!lead_group(db, &w, &wk, &st, &err)) {
         while (!w.done) { /* taken over; a stale gathering post may wake us early */
+            uint64_t budget = yield_budget(db, &w);
             pthread_mutex_unlock(&db->mu);
-            while (sem_wait(&w.wake) != 0)
-                ;
+            writer_wait(db, &w, budget);
             pthread_mutex_lock(&db->mu);
         }
         pthread_mutex_unlock(&db->mu);

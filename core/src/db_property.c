@@ -47,6 +47,7 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                      "\"wal_bytes\":%llu,\"wal_writes\":%llu,\"wal_syncs\":%llu,"
                      "\"write_groups\":%llu,\"gathers\":%llu,\"gather_timeouts\":%llu,"
                      "\"gather_handoffs\":%llu,\"gather_micros\":%llu,"
+                     "\"sync_waits_yielded\":%llu,\"sync_waits_blocked\":%llu,"
                      "\"flushes\":%llu,\"flush_bytes\":%llu,"
                      "\"flush_micros\":%llu,\"flush_entries\":%llu,\"rotations\":%llu,"
                      "\"stalls\":%llu,\"stall_micros\":%llu,\"stalled\":%s,"
@@ -64,6 +65,7 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                   LOAD(get_misses), LOAD(user_bytes_written), LOAD(wal_bytes), LOAD(wal_writes),
                   LOAD(wal_syncs), LOAD(write_groups), LOAD_DB(gathers),
                   LOAD_DB(gather_timeouts), LOAD_DB(gather_handoffs), LOAD_DB(gather_micros),
+                  LOAD_DB(sync_waits_yielded), LOAD_DB(sync_waits_blocked),
                   LOAD(flushes), LOAD(flush_bytes),
                   LOAD(flush_micros), LOAD(flush_entries), LOAD(rotations), LOAD(stalls),
                   LOAD(stall_micros), stalled ? "true" : "false", LOAD(iterators_created),

@@ -45,6 +45,7 @@ static const setting SETTINGS[] = {
     {"data_reads", T_ENUM, 0, 0, true, "in_place", "in_place", "in_place|cached"},
     {"sync_writes", T_BOOL, 0, 0, true, "false", "false", NULL},
     {"wal_writes", T_ENUM, 0, 0, true, "mapped", "mapped", "mapped|write"},
+    {"sync_waits", T_ENUM, 0, 0, true, "yield", "yield", "yield|block"},
     {"wal_recovery", T_ENUM, 0, 0, false, "tolerate_tail", "tolerate_tail",
      "tolerate_tail|skip_corrupt"},
     {"compression", T_ENUM, 0, 0, false, "none", "none", "none"},
@@ -147,6 +148,7 @@ static void store(kiwi_options *o, const setting *s, uint64_t u, double d, bool 
     else if (strcmp(n, "data_reads") == 0) o->data_reads_cached = strcmp(v, "cached") == 0;
     else if (strcmp(n, "sync_writes") == 0) o->sync_writes = b;
     else if (strcmp(n, "wal_writes") == 0) o->wal_writes_mapped = strcmp(v, "mapped") == 0;
+    else if (strcmp(n, "sync_waits") == 0) o->sync_waits_yield = strcmp(v, "yield") == 0;
     else if (strcmp(n, "wal_recovery") == 0)
         o->wal_recovery = strcmp(v, "skip_corrupt") == 0 ? KW_WAL_SKIP_CORRUPT : KW_WAL_TOLERATE_TAIL;
     else if (strcmp(n, "compression") == 0) snprintf(o->compression, sizeof o->compression, "%s", v);
@@ -222,7 +224,8 @@ void kw_options_to_json(const kiwi_options *o, kw_buf *out)
                        "\"max_levels\":%u,\"block_size\":%u,\"max_immutable_memtables\":%u,"
                        "\"block_cache_data_mb\":%g,\"block_cache_index_mb\":%g,"
                        "\"block_cache_bloom_mb\":%g,\"data_reads\":\"%s\","
-                       "\"sync_writes\":%s,\"wal_writes\":\"%s\",\"wal_recovery\":\"%s\","
+                       "\"sync_writes\":%s,\"wal_writes\":\"%s\",\"sync_waits\":\"%s\","
+                       "\"wal_recovery\":\"%s\","
                        "\"compression\":",
                   o->mode, (unsigned long long)o->max_memtable_entries, o->max_memtable_size_mb,
                   o->l0_compaction_threshold, o->l0_slowdown_writes_trigger,
@@ -231,7 +234,7 @@ void kw_options_to_json(const kiwi_options *o, kw_buf *out)
                   o->flush_max_workers, o->max_levels, o->block_size, o->max_immutable_memtables,
                   o->block_cache_data_mb, o->block_cache_index_mb, o->block_cache_bloom_mb,
                   o->data_reads_cached ? "cached" : "in_place", o->sync_writes ? "true" : "false",
-                  o->wal_writes_mapped ? "mapped" : "write",
+                  o->wal_writes_mapped ? "mapped" : "write", o->sync_waits_yield ? "yield" : "block",
                   o->wal_recovery == KW_WAL_SKIP_CORRUPT ? "skip_corrupt" : "tolerate_tail");
     kw_json_string(out, o->compression, strlen(o->compression));
     kw_buf_push(out, '}');

@@ -40,6 +40,8 @@ struct kiwi_options {
     bool data_reads_cached;        /* "cached": data blocks through the data tier; "in_place" */
     bool sync_writes;              /* default of kiwi_write_options.sync */
     bool wal_writes_mapped;        /* "mapped": WAL appends copied into a shared mapping; "write" */
+    bool sync_waits_yield;         /* "yield": writers waiting for a short fdatasync yield the CPU
+                                    * in a loop before they block; "block" */
     kw_wal_recovery_mode wal_recovery; /* "tolerate_tail" or "skip_corrupt" */
     char compression[8];           /* "none" (zstd/lz4 are not built yet) */
     kiwi_event_fn event_fn;        /* may be NULL */

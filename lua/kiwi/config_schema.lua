@@ -54,7 +54,7 @@ M.ENGINE_TYPES = {
   max_levels = "integer", block_size = "integer", max_immutable_memtables = "integer",
   block_cache_data_mb = "number", block_cache_index_mb = "number", block_cache_bloom_mb = "number",
   sync_writes = "boolean", wal_recovery = "string", compression = "string", data_reads = "string",
-  wal_writes = "string",
+  wal_writes = "string", sync_waits = "string",
 }
 
 --- Engine settings that can change on a running db (for the `config` listing when the engine
@@ -65,7 +65,7 @@ M.ENGINE_LIVE = {
   level_base_mb = true, level_size_ratio = true, bloom_fpr_dev = true, bloom_fpr_prod = true,
   block_size = true, max_immutable_memtables = true, sync_writes = true,
   block_cache_data_mb = true, block_cache_index_mb = true, block_cache_bloom_mb = true,
-  data_reads = true, wal_writes = true,
+  data_reads = true, wal_writes = true, sync_waits = true,
 }
 
 -- The engine's own settings table, when the binding provides one.

@@ -3,7 +3,9 @@
  * "Gathering"), run plain, under ASan+UBSan and under ThreadSanitizer: 4 sync writers share
  * fdatasyncs, a lone one never waits, no sync put returns before an fdatasync covering its WAL
  * record has finished (checked against a shadow of the WAL kept by kw_syscalls hooks, for both
- * wal_writes=write and wal_writes=mapped), and the gathering counters are in the stats JSON.
+ * wal_writes=write and wal_writes=mapped, and with sync_waits=block), and the gathering counters
+ * are in the stats JSON. The sync_waits setting: "block" never yields; "yield" (the default)
+ * yields while fdatasyncs are short; every sync wait is counted as one or the other.
  * kiwi_write_async and kiwi_write_nowait are tested in test_group_commit.c.
  */
 #include <pthread.h>
@@ -186,6 +188,31 @@ static void run_sync_writers(kiwi_db *db, int nthreads, bool check_synced)
         pthread_join(th[t], NULL);
 }
 
+static void *plain_writer(void *arg)
+{
+    sync_job *j = arg;
+    char k[32];
+    for (int i = 0; i < SYNC_PER_WRITER; i++) {
+        snprintf(k, sizeof k, "p%d-%06d|", j->t, i);
+        if (kiwi_put(j->db, NULL, k, strlen(k), "v", 1, NULL) != KIWI_OK)
+            fail("plain put");
+    }
+    return NULL;
+}
+
+/* nthreads threads of non-sync puts at once. */
+static void run_plain_writers(kiwi_db *db, int nthreads)
+{
+    pthread_t th[WRITERS];
+    sync_job jobs[WRITERS];
+    for (int t = 0; t < nthreads; t++) {
+        jobs[t] = (sync_job){db, t, false};
+        pthread_create(&th[t], NULL, plain_writer, &jobs[t]);
+    }
+    for (int t = 0; t < nthreads; t++)
+        pthread_join(th[t], NULL);
+}
+
 static int missing_sync_keys(kiwi_db *db, int nthreads)
 {
     int missing = 0;
@@ -237,11 +264,10 @@ static void test_sync_groups_gather(void)
  * must lie in WAL bytes an fdatasync started after they were written and finished before the
  * put returned — whether the thread led its group, was a member, or took a gathering over — and
  * every put is there after a reopen. */
-static void sync_ack_after_fdatasync(const char *wal_writes)
+static void sync_ack_after_fdatasync(const char *wal_writes, const char *sync_waits)
 {
     char *dir = ctest_tmpdir("gathersync");
-    static const char *const write_settings[] = {"wal_writes", "write", NULL};
-    static const char *const mapped_settings[] = {"wal_writes", "mapped", NULL};
+    const char *const settings[] = {"wal_writes", wal_writes, "sync_waits", sync_waits, NULL};
     g_wal_mapped = strcmp(wal_writes, "mapped") == 0;
     g_wal_fd = -1;
     g_wal_len = g_wal_synced = 0;
@@ -253,11 +279,13 @@ static void sync_ack_after_fdatasync(const char *wal_writes)
     kw_syscalls.writev = shadow_writev;
     kw_syscalls.fdatasync = shadow_fdatasync;
     atomic_store(&g_errors, 0);
-    kiwi_db *db = dbtest_open(dir, "prod", g_wal_mapped ? mapped_settings : write_settings);
+    kiwi_db *db = dbtest_open(dir, "prod", settings);
     CHECK(db != NULL);
     if (db) {
         run_sync_writers(db, WRITERS, true);
         CHECK(atomic_load(&db->gathers) > 0);
+        if (strcmp(sync_waits, "block") == 0)
+            CHECK_EQ_U64(atomic_load(&db->sync_waits_yielded), 0);
         CHECK(kiwi_close(db) == KIWI_OK);
     }
     kw_syscalls_reset();
@@ -276,20 +304,75 @@ static void sync_ack_after_fdatasync(const char *wal_writes)
 
 static void test_sync_ack_after_fdatasync(void)
 {
-    sync_ack_after_fdatasync("write");
+    sync_ack_after_fdatasync("write", "yield");
 }
 
 static void test_sync_ack_after_fdatasync_mapped(void)
 {
-    sync_ack_after_fdatasync("mapped");
+    sync_ack_after_fdatasync("mapped", "yield");
+}
+
+static void test_sync_ack_after_fdatasync_blocking(void)
+{
+    sync_ack_after_fdatasync("mapped", "block");
+}
+
+/* sync_waits: "yield" by default and in the options JSON; "block" set live stops the yielding
+ * (only blocked waits are counted after it); a bad value is refused; with "yield", sync writers'
+ * waits are counted, and while fdatasyncs are short (here <= 1 ms, db_group.c) some end while
+ * yielding. Non-sync writers' waits are never counted. */
+static void test_sync_waits_setting(void)
+{
+    char *dir = ctest_tmpdir("syncwaits");
+    kiwi_db *db = dbtest_open(dir, "prod", NULL);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    char *opts = kiwi_property(db, "options");
+    CHECK(opts && strstr(opts, "\"sync_waits\":\"yield\""));
+    kiwi_free(opts);
+    char *err = NULL;
+    CHECK(kiwi_set_option(db, "sync_waits", "spin", &err) == KIWI_INVALID_ARGUMENT);
+    CHECK(err && strstr(err, "sync_waits") && strstr(err, "yield|block"));
+    kiwi_free(err);
+    atomic_store(&g_errors, 0);
+    run_sync_writers(db, WRITERS, false);
+    unsigned long long yielded = dbtest_stat(db, "sync_waits_yielded");
+    unsigned long long blocked = dbtest_stat(db, "sync_waits_blocked");
+    pthread_mutex_lock(&db->mu);
+    uint64_t sync_avg = db->sync_micros_avg;
+    pthread_mutex_unlock(&db->mu);
+    printf("sync_waits yield: %llu waits ended yielding, %llu blocked (fdatasync ~%llu us)\n",
+           yielded, blocked, (unsigned long long)sync_avg);
+    CHECK(yielded + blocked > 0);
+    if (sync_avg > 0 && sync_avg <= 500) /* well inside the 1 ms limit */
+        CHECK(yielded > 0);
+    CHECK(kiwi_set_option(db, "sync_waits", "block", NULL) == KIWI_OK);
+    opts = kiwi_property(db, "options");
+    CHECK(opts && strstr(opts, "\"sync_waits\":\"block\""));
+    kiwi_free(opts);
+    run_sync_writers(db, WRITERS, false);
+    CHECK_EQ_U64(dbtest_stat(db, "sync_waits_yielded"), yielded);
+    CHECK(dbtest_stat(db, "sync_waits_blocked") > blocked);
+    /* non-sync writers from several threads: no sync wait counted */
+    yielded = dbtest_stat(db, "sync_waits_yielded");
+    blocked = dbtest_stat(db, "sync_waits_blocked");
+    CHECK(kiwi_set_option(db, "sync_waits", "yield", NULL) == KIWI_OK);
+    run_plain_writers(db, WRITERS);
+    CHECK_EQ_U64(dbtest_stat(db, "sync_waits_yielded"), yielded);
+    CHECK_EQ_U64(dbtest_stat(db, "sync_waits_blocked"), blocked);
+    CHECK(atomic_load(&g_errors) == 0);
+    CHECK(kiwi_close(db) == KIWI_OK);
+    ctest_rmtree(dir);
 }
 
 /* The gathering counters are in the stats JSON, at 0 on a fresh db, and after four threads of
  * sync puts equal to what the db counted, with gathers > 0. */
 static void test_gather_stats(void)
 {
-    static const char *const names[] = {"gathers", "gather_timeouts", "gather_handoffs",
-                                        "gather_micros"};
+    static const char *const names[] = {"gathers",           "gather_timeouts",
+                                        "gather_handoffs",   "gather_micros",
+                                        "sync_waits_yielded", "sync_waits_blocked"};
     char *dir = ctest_tmpdir("gatherstats");
     kiwi_db *db = NULL;
     CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
@@ -329,6 +412,8 @@ int main(void)
     RUN(test_sync_groups_gather);
     RUN(test_sync_ack_after_fdatasync);
     RUN(test_sync_ack_after_fdatasync_mapped);
+    RUN(test_sync_ack_after_fdatasync_blocking);
+    RUN(test_sync_waits_setting);
     RUN(test_gather_stats);
     return ctest_summary();
 }
