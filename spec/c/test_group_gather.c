@@ -176,16 +176,22 @@ static void *sync_writer(void *arg)
     return NULL;
 }
 
-static void run_sync_writers(kiwi_db *db, int nthreads, bool check_synced)
+/* nthreads threads running fn (sync_writer or plain_writer) at once. */
+static void run_writers(kiwi_db *db, int nthreads, bool check_synced, void *(*fn)(void *))
 {
     pthread_t th[WRITERS];
     sync_job jobs[WRITERS];
     for (int t = 0; t < nthreads; t++) {
         jobs[t] = (sync_job){db, t, check_synced};
-        pthread_create(&th[t], NULL, sync_writer, &jobs[t]);
+        pthread_create(&th[t], NULL, fn, &jobs[t]);
     }
     for (int t = 0; t < nthreads; t++)
         pthread_join(th[t], NULL);
+}
+
+static void run_sync_writers(kiwi_db *db, int nthreads, bool check_synced)
+{
+    run_writers(db, nthreads, check_synced, sync_writer);
 }
 
 static void *plain_writer(void *arg)
@@ -203,14 +209,7 @@ static void *plain_writer(void *arg)
 /* nthreads threads of non-sync puts at once. */
 static void run_plain_writers(kiwi_db *db, int nthreads)
 {
-    pthread_t th[WRITERS];
-    sync_job jobs[WRITERS];
-    for (int t = 0; t < nthreads; t++) {
-        jobs[t] = (sync_job){db, t, false};
-        pthread_create(&th[t], NULL, plain_writer, &jobs[t]);
-    }
-    for (int t = 0; t < nthreads; t++)
-        pthread_join(th[t], NULL);
+    run_writers(db, nthreads, false, plain_writer);
 }
 
 static int missing_sync_keys(kiwi_db *db, int nthreads)

@@ -65,6 +65,19 @@ static void check_log(const char *path, char **want, const size_t *len, size_t n
     CHECK(!st->torn_tail);
 }
 
+/* Reads a closed (trimmed) log with the plain reader: exactly the n expected records, in order,
+ * no torn tail. */
+static void check_closed_log(const char *path, char **want, const size_t *len, size_t n)
+{
+    kw_wal_read_stats st;
+    seq_reader r = {want, len, n, 0, 0};
+    char *err = NULL, **errp = &err;
+    CHECK_OK(kw_wal_read(path, KW_WAL_TOLERATE_TAIL, collect_in_order, &r, &st, &err), errp);
+    CHECK_EQ_U64(r.n, n);
+    CHECK_EQ_U64(r.mismatches, 0);
+    CHECK(!st.torn_tail);
+}
+
 /* 1 byte, small, binary, 4 KiB + 1 (past the write path's copy limit), 1 MiB (several steps
  * of preallocation and windows), and a run of ordinary records. */
 #define N_RECORDS 300
@@ -124,11 +137,7 @@ static void test_mapped_round_trip(void)
 
     CHECK_OK(kw_wal_writer_close(w, true, &err), errp);
     CHECK_EQ_U64(disk_length(path), expect); /* trimmed to what was written */
-    seq_reader r = {payloads, sizes, N_RECORDS, 0, 0};
-    CHECK_OK(kw_wal_read(path, KW_WAL_TOLERATE_TAIL, collect_in_order, &r, &st, &err), errp);
-    CHECK_EQ_U64(r.n, N_RECORDS);
-    CHECK_EQ_U64(r.mismatches, 0);
-    CHECK(!st.torn_tail);
+    check_closed_log(path, payloads, sizes, N_RECORDS);
     free_payloads(payloads, N_RECORDS);
     free(path);
     ctest_rmtree(dir);
@@ -243,11 +252,7 @@ static void test_mapped_synced_appends(void)
             check_log(path, payloads, sizes, N_RECORDS, &st); /* open: one page cache */
         CHECK_OK(kw_wal_writer_close(w, true, &err), errp);
         kw_syscalls_reset();
-        seq_reader r = {payloads, sizes, N_RECORDS, 0, 0};
-        CHECK_OK(kw_wal_read(path, KW_WAL_TOLERATE_TAIL, collect_in_order, &r, &st, &err), errp);
-        CHECK_EQ_U64(r.n, N_RECORDS);
-        CHECK_EQ_U64(r.mismatches, 0);
-        CHECK(!st.torn_tail);
+        check_closed_log(path, payloads, sizes, N_RECORDS);
         free_payloads(payloads, N_RECORDS);
         free(path);
     }
