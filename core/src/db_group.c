@@ -33,11 +33,16 @@
 /* Waiting by yielding (write_path.md): a thread that waits for a group's fdatasync yields the CPU
  * in a loop, for up to SPIN_SYNCS recent fdatasync times, before it blocks; only while
  * fdatasyncs are short (a wake-up from a blocked wait is then a good part of one), and only
- * while its yields stay fast (a slow one means other threads want this CPU). */
+ * while its yields stay fast (a slow one means other threads want this CPU). One yield that
+ * lasts a whole fdatasync means the CPU is contended (a yielding thread then waits out other
+ * threads' time slices, where a blocked one would be woken at once): every thread stops yielding
+ * for YIELD_BACKOFF_MIN_US, doubled while it repeats, up to YIELD_BACKOFF_MAX_US. */
 #define SPIN_SYNCS 2
 #define SPIN_SYNC_MAX_US 1000
 #define SLOW_YIELD_US 20
 #define SLOW_YIELDS_MAX 3
+#define YIELD_BACKOFF_MIN_US 10000
+#define YIELD_BACKOFF_MAX_US 1000000
 
 typedef struct {
     kw_memtable *mem;
@@ -269,31 +274,56 @@ static void dequeue_head(kiwi_db *db)
     db->writers_head = db->writers_head->next;
 }
 
-/* How long a thread writer that waits for a synced group may yield before it blocks (see
- * SPIN_SYNCS): 0 unless it is a sync writer, the sync_waits setting is "yield" and recent
- * fdatasyncs were short. REQUIRES: mu. */
-static uint64_t yield_budget(const kiwi_db *db, const kw_writer *w)
+/* How a waiting thread writer yields before it blocks: for up to budget_us (0: it blocks at
+ * once); a single yield longer than contended_us suspends yielding. */
+typedef struct {
+    uint64_t budget_us, contended_us;
+} yield_plan;
+
+/* The plan of a thread writer that waits for a synced group (see SPIN_SYNCS): no yielding unless
+ * it is a sync writer, the sync_waits setting is "yield", recent fdatasyncs were short and
+ * yielding is not suspended. REQUIRES: mu. */
+static yield_plan plan_yield(const kiwi_db *db, const kw_writer *w)
 {
+    yield_plan p = {0, db->sync_micros_avg};
     if (!w->sync || !db->opts.sync_waits_yield || db->sync_micros_avg == 0 ||
-        db->sync_micros_avg > SPIN_SYNC_MAX_US)
-        return 0;
-    return SPIN_SYNCS * db->sync_micros_avg;
+        db->sync_micros_avg > SPIN_SYNC_MAX_US ||
+        kw_now_micros() < atomic_load_explicit(&db->yield_resume_at, memory_order_relaxed))
+        return p;
+    p.budget_us = SPIN_SYNCS * db->sync_micros_avg;
+    return p;
 }
 
-/* Yields the CPU in a loop until sem is posted (true: the post is taken), budget_us pass or the
- * yields turn slow (false: the caller blocks instead). A post then finds the thread running,
- * not asleep: on a VM, waking a blocked thread costs tens of microseconds. */
-static bool yield_until_posted(sem_t *sem, uint64_t budget_us)
+/* Stops all yielding for a while (doubling the pause while yields keep being contended). */
+static void suspend_yielding(kiwi_db *db, uint64_t now)
 {
-    if (budget_us == 0)
+    uint64_t b = atomic_load_explicit(&db->yield_backoff_us, memory_order_relaxed);
+    b = b == 0 ? YIELD_BACKOFF_MIN_US : (b * 2 < YIELD_BACKOFF_MAX_US ? b * 2 : YIELD_BACKOFF_MAX_US);
+    atomic_store_explicit(&db->yield_backoff_us, b, memory_order_relaxed);
+    atomic_store_explicit(&db->yield_resume_at, now + b, memory_order_relaxed);
+    atomic_fetch_add(&db->sync_yield_backoffs, 1);
+}
+
+/* Yields the CPU in a loop until sem is posted (true: the post is taken), the budget passes or
+ * the yields turn slow (false: the caller blocks instead). A post then finds the thread running,
+ * not asleep: on a VM, waking a blocked thread costs tens of microseconds. */
+static bool yield_until_posted(kiwi_db *db, sem_t *sem, yield_plan p)
+{
+    if (p.budget_us == 0)
         return false;
     uint64_t start = kw_now_micros(), last = start;
     int slow = 0;
     for (;;) {
-        if (sem_trywait(sem) == 0)
+        if (sem_trywait(sem) == 0) {
+            atomic_store_explicit(&db->yield_backoff_us, 0, memory_order_relaxed); /* it works */
             return true;
+        }
         uint64_t t = kw_now_micros();
-        if (t - start >= budget_us || (t - last > SLOW_YIELD_US && ++slow >= SLOW_YIELDS_MAX))
+        if (t - last > p.contended_us) {
+            suspend_yielding(db, t);
+            return false;
+        }
+        if (t - start >= p.budget_us || (t - last > SLOW_YIELD_US && ++slow >= SLOW_YIELDS_MAX))
             return false;
         last = t;
         sched_yield();
@@ -307,10 +337,10 @@ static void count_wait(kiwi_db *db, const kw_writer *w, bool yielded)
         atomic_fetch_add(yielded ? &db->sync_waits_yielded : &db->sync_waits_blocked, 1);
 }
 
-/* Waits for w's post (yielding first for budget_us, then blocked). */
-static void writer_wait(kiwi_db *db, kw_writer *w, uint64_t budget_us)
+/* Waits for w's post (yielding first as planned, then blocked). */
+static void writer_wait(kiwi_db *db, kw_writer *w, yield_plan p)
 {
-    bool yielded = yield_until_posted(&w->wake, budget_us);
+    bool yielded = yield_until_posted(db, &w->wake, p);
     count_wait(db, w, yielded);
     if (yielded)
         return;
@@ -346,12 +376,15 @@ static bool gather_wait(kiwi_db *db, kw_writer *leader, const struct timespec *d
 {
     if (leader->async)
         return pthread_cond_timedwait(&db->async_cv, &db->mu, deadline) != ETIMEDOUT;
-    uint64_t budget = yield_budget(db, leader);
+    yield_plan p = plan_yield(db, leader);
     uint64_t left = micros_until(deadline);
-    budget = budget < left ? budget : left; /* the deadline is one fdatasync away at most */
+    bool to_deadline = p.budget_us >= left; /* the deadline is one fdatasync away at most */
+    if (to_deadline)
+        p.budget_us = left;
     pthread_mutex_unlock(&db->mu);
-    bool yielded = yield_until_posted(&leader->wake, budget);
-    count_wait(db, leader, yielded);
+    bool yielded = yield_until_posted(db, &leader->wake, p);
+    if (yielded || !to_deadline || p.budget_us == 0) /* not counted: yielding up to the deadline */
+        count_wait(db, leader, yielded);
     if (yielded) {
         pthread_mutex_lock(&db->mu);
         return true;
@@ -486,9 +519,9 @@ kiwi_status kw_group_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **err
      * until then. The post orders the leader's writes to w before our reads. */
     bool take_over = enqueue_writer(db, &w); // cppcheck-suppress autoVariables
     if (!take_over && db->writers_head != &w) {
-        uint64_t budget = yield_budget(db, &w);
+        yield_plan p = plan_yield(db, &w);
         pthread_mutex_unlock(&db->mu);
-        writer_wait(db, &w, budget);
+        writer_wait(db, &w, p);
         if (w.done) /* a leader committed us */
             return member_result(&w, errmsg);
         pthread_mutex_lock(&db->mu); /* we are the head: lead */
@@ -501,9 +534,9 @@ kiwi_status kw_group_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **err
         st = commit_from_head(db, &w, false, &wk, &err);
     } else if (!lead_group(db, &w, &wk, &st, &err)) {
         while (!w.done) { /* taken over; a stale gathering post may wake us early */
-            uint64_t budget = yield_budget(db, &w);
+            yield_plan p = plan_yield(db, &w);
             pthread_mutex_unlock(&db->mu);
-            writer_wait(db, &w, budget);
+            writer_wait(db, &w, p);
             pthread_mutex_lock(&db->mu);
         }
         pthread_mutex_unlock(&db->mu);

@@ -48,6 +48,7 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                      "\"write_groups\":%llu,\"gathers\":%llu,\"gather_timeouts\":%llu,"
                      "\"gather_handoffs\":%llu,\"gather_micros\":%llu,"
                      "\"sync_waits_yielded\":%llu,\"sync_waits_blocked\":%llu,"
+                     "\"sync_yield_backoffs\":%llu,"
                      "\"flushes\":%llu,\"flush_bytes\":%llu,"
                      "\"flush_micros\":%llu,\"flush_entries\":%llu,\"rotations\":%llu,"
                      "\"stalls\":%llu,\"stall_micros\":%llu,\"stalled\":%s,"
@@ -66,6 +67,7 @@ static void stats_json(kiwi_db *db, kw_buf *b)
                   LOAD(wal_syncs), LOAD(write_groups), LOAD_DB(gathers),
                   LOAD_DB(gather_timeouts), LOAD_DB(gather_handoffs), LOAD_DB(gather_micros),
                   LOAD_DB(sync_waits_yielded), LOAD_DB(sync_waits_blocked),
+                  LOAD_DB(sync_yield_backoffs),
                   LOAD(flushes), LOAD(flush_bytes),
                   LOAD(flush_micros), LOAD(flush_entries), LOAD(rotations), LOAD(stalls),
                   LOAD(stall_micros), stalled ? "true" : "false", LOAD(iterators_created),

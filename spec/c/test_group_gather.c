@@ -5,7 +5,8 @@
  * record has finished (checked against a shadow of the WAL kept by kw_syscalls hooks, for both
  * wal_writes=write and wal_writes=mapped, and with sync_waits=block), and the gathering counters
  * are in the stats JSON. The sync_waits setting: "block" never yields; "yield" (the default)
- * yields while fdatasyncs are short; every sync wait is counted as one or the other.
+ * yields while fdatasyncs are short; every sync wait is counted as one or the other; with every
+ * CPU kept busy by other threads, yielding backs off (a yield lasts a whole fdatasync).
  * kiwi_write_async and kiwi_write_nowait are tested in test_group_commit.c.
  */
 #include <pthread.h>
@@ -365,13 +366,69 @@ static void test_sync_waits_setting(void)
     ctest_rmtree(dir);
 }
 
+/* Busy threads, one per CPU, until g_hogs_stop. */
+static atomic_int g_hogs_stop;
+
+static void *hog(void *arg)
+{
+    (void)arg;
+    volatile unsigned long n = 0;
+    while (!atomic_load_explicit(&g_hogs_stop, memory_order_relaxed))
+        n++;
+    return NULL;
+}
+
+/* With every CPU busy with other threads, a yielding writer waits out their time slices (a yield
+ * lasts longer than an fdatasync): yielding is suspended (sync_yield_backoffs) and the waits
+ * block, every put still acknowledged after its fdatasync and there after a reopen. Only checked
+ * where fdatasyncs are short enough for yielding to be on at all. */
+static void test_sync_yield_backs_off_when_contended(void)
+{
+    char *dir = ctest_tmpdir("syncbackoff");
+    kiwi_db *db = dbtest_open(dir, "prod", NULL);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    atomic_store(&g_errors, 0);
+    run_sync_writers(db, WRITERS, false); /* times the fdatasyncs */
+    pthread_mutex_lock(&db->mu);
+    uint64_t sync_avg = db->sync_micros_avg;
+    pthread_mutex_unlock(&db->mu);
+    CHECK_EQ_U64(dbtest_stat(db, "sync_yield_backoffs"), atomic_load(&db->sync_yield_backoffs));
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    enum { MAX_HOGS = 64 };
+    int nhogs = ncpu < 1 ? 1 : (ncpu > MAX_HOGS ? MAX_HOGS : (int)ncpu);
+    pthread_t hogs[MAX_HOGS];
+    atomic_store(&g_hogs_stop, 0);
+    for (int i = 0; i < nhogs; i++)
+        pthread_create(&hogs[i], NULL, hog, NULL);
+    run_sync_writers(db, WRITERS, false);
+    atomic_store(&g_hogs_stop, 1);
+    for (int i = 0; i < nhogs; i++)
+        pthread_join(hogs[i], NULL);
+    unsigned long long backoffs = dbtest_stat(db, "sync_yield_backoffs");
+    printf("sync yield backoffs with %d busy threads: %llu (fdatasync ~%llu us)\n", nhogs,
+           backoffs, (unsigned long long)sync_avg);
+    if (sync_avg > 0 && sync_avg <= 500)
+        CHECK(backoffs > 0);
+    CHECK(atomic_load(&g_errors) == 0);
+    CHECK(kiwi_close(db) == KIWI_OK);
+    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
+    if (db) {
+        CHECK(missing_sync_keys(db, WRITERS) == 0);
+        kiwi_close(db);
+    }
+    ctest_rmtree(dir);
+}
+
 /* The gathering counters are in the stats JSON, at 0 on a fresh db, and after four threads of
  * sync puts equal to what the db counted, with gathers > 0. */
 static void test_gather_stats(void)
 {
     static const char *const names[] = {"gathers",           "gather_timeouts",
                                         "gather_handoffs",   "gather_micros",
-                                        "sync_waits_yielded", "sync_waits_blocked"};
+                                        "sync_waits_yielded", "sync_waits_blocked",
+                                        "sync_yield_backoffs"};
     char *dir = ctest_tmpdir("gatherstats");
     kiwi_db *db = NULL;
     CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
@@ -413,6 +470,7 @@ int main(void)
     RUN(test_sync_ack_after_fdatasync_mapped);
     RUN(test_sync_ack_after_fdatasync_blocking);
     RUN(test_sync_waits_setting);
+    RUN(test_sync_yield_backs_off_when_contended);
     RUN(test_gather_stats);
     return ctest_summary();
 }
