@@ -314,8 +314,9 @@ static bool yield_until_posted(kiwi_db *db, sem_t *sem, yield_plan p)
     uint64_t start = kw_now_micros(), last = start;
     int slow = 0;
     for (;;) {
-        if (sem_trywait(sem) == 0) {
-            atomic_store_explicit(&db->yield_backoff_us, 0, memory_order_relaxed); /* it works */
+        if (sem_trywait(sem) == 0) { /* yielding works: a later suspension starts short */
+            if (atomic_load_explicit(&db->yield_backoff_us, memory_order_relaxed) != 0)
+                atomic_store_explicit(&db->yield_backoff_us, 0, memory_order_relaxed);
             return true;
         }
         uint64_t t = kw_now_micros();
