@@ -2,8 +2,9 @@
  * wal.c: the framed record log shared by the write-ahead log and the manifest: the writer (one
  * write(2) per small record, one writev(2) per large record or group with payloads written in
  * place, or copies into the mapping of a mapped log, except its synced appends: one pwritev(2);
- * space preallocated ahead of synced appends and of every append to a mapped log) and the reader with its torn-tail and corruption rules, plus the rules for the
- * preallocated space of a WAL. Format and rules: wal.h and docs/internals/wal.md.
+ * space preallocated ahead of synced appends and of every append to a mapped log) and the
+ * reader with its torn-tail and corruption rules, plus the rules for the preallocated space of
+ * a WAL. Format and rules: wal.h and docs/internals/wal.md.
  */
 #include "wal.h"
 
