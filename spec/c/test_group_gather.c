@@ -380,8 +380,8 @@ static void *hog(void *arg)
 
 /* With every CPU busy with other threads, a yielding writer waits out their time slices (a yield
  * lasts longer than an fdatasync): yielding is suspended (sync_yield_backoffs) and the waits
- * block, every put still acknowledged after its fdatasync and there after a reopen. Only checked
- * where fdatasyncs are short enough for yielding to be on at all. */
+ * block, every put still there after a reopen. The suspension is only checked where fdatasyncs
+ * are short enough for yielding to be on at all. */
 static void test_sync_yield_backs_off_when_contended(void)
 {
     char *dir = ctest_tmpdir("syncbackoff");
