@@ -73,11 +73,17 @@ uint64_t kw_file_size(const kw_file *f);              /* bytes written so far (+
 const char *kw_file_path(const kw_file *f);
 /* Preallocation (the WAL): kw_file_reserve makes the file at least `end` bytes long with
  * fallocate(2) mode 0 — blocks allocated, the file's length set, the new bytes reading as zeros —
- * so appends up to `end` change no metadata an fdatasync must commit. Appends still go at
- * kw_file_size, which does not move. A file opened with kw_file_open_append is never extended
- * (its appends go to the end). kw_file_allocated is the file's length: kw_file_size or more.
- * kw_file_trim gives back what was reserved and not written (ftruncate to kw_file_size). */
+ * so appends up to `end` change neither the length nor the allocation an fdatasync must commit.
+ * The blocks stay "unwritten" until written, though, and the first fdatasync after a write into
+ * one commits its conversion through the journal: kw_file_zero_ahead, called before an
+ * fdatasync, writes zeros up to 64 KiB past the end when fewer than 32 KiB are written there, so
+ * that most synced appends overwrite written blocks (best effort: a failed write only stops
+ * it). Appends still go at kw_file_size, which does not move. A file opened with
+ * kw_file_open_append is never extended (its appends go to the end). kw_file_allocated is the
+ * file's length: kw_file_size or more. kw_file_trim gives back what was reserved and not written
+ * (ftruncate to kw_file_size). */
 kiwi_status kw_file_reserve(kw_file *f, uint64_t end, char **errmsg);
+void kw_file_zero_ahead(kw_file *f);
 uint64_t kw_file_allocated(const kw_file *f);
 kiwi_status kw_file_trim(kw_file *f, char **errmsg);
 /* Closes and frees f (always frees, even on error). */

@@ -4,7 +4,10 @@
  * kw_file_create_mapped copies its appends into a shared writable mapping of space preallocated
  * with fallocate, a window at a time (docs/internals/wal.md, "Mapped appends"), except appends
  * about to be synced, which it writes with pwritev(2). Preallocation (kw_file_reserve) and its
- * give-back (kw_file_trim) serve both.
+ * give-back (kw_file_trim) serve both. Before an fdatasync, zeros may be written a little past the
+ * end of preallocated space (kw_file_zero_ahead), so that later synced appends overwrite written blocks
+ * instead of converting fallocate's unwritten extents, which costs their fdatasync a journal
+ * commit (docs/internals/wal.md, "Zeroing ahead").
  */
 #include "env.h"
 #include "env_internal.h"
@@ -22,6 +25,8 @@ struct kw_file {
     char *path;
     uint64_t size;  /* the file's size when opened plus every byte appended since */
     uint64_t alloc; /* the file's length: size, or more after kw_file_reserve */
+    uint64_t zeroed; /* [size, zeroed) holds zeros written by zero_ahead (zeroed <= size: none) */
+    bool no_zeroing; /* a zeroing write failed: the file stops zeroing ahead */
     bool append;    /* opened O_APPEND: writes go to the end, so never reserve */
     bool mapped;    /* kw_file_create_mapped: appends are copied into a shared mapping */
     char *map;      /* the mapping of [map_base, map_end), or NULL */
@@ -53,6 +58,8 @@ static kiwi_status file_open(const char *path, int flags, kw_file **out, char **
     f->path = kw_strdup(path);
     f->size = (uint64_t)st.st_size;
     f->alloc = f->size;
+    f->zeroed = f->size;
+    f->no_zeroing = false;
     f->append = (flags & O_APPEND) != 0;
     f->mapped = false;
     f->map = NULL;
@@ -238,6 +245,45 @@ kiwi_status kw_file_appendv(kw_file *f, const kw_slice *parts, size_t count, cha
     return appendv_syscalls(f, parts, count, false, errmsg);
 }
 
+/* Zeroing ahead (kw_file_zero_ahead): when fewer than ZERO_AHEAD / 2 written bytes remain past
+ * the end, zeros are written up to ZERO_AHEAD past the end's page (or to the file's length, if
+ * nearer). A block of a fallocated file stays "unwritten" until data is written into it, and the
+ * fdatasync after that first write must commit the extent's conversion through the journal:
+ * measured here, a synced append crossing into a new block took ~2.5 times as long. Zeroing
+ * 64 KiB ahead gathers those conversions into one fdatasync per 32-64 KiB of log. */
+#define ZERO_AHEAD (64u * 1024u)
+#define ZERO_PAGE 4096u
+
+void kw_file_zero_ahead(kw_file *f)
+{
+    if (f->no_zeroing || f->append || f->zeroed >= f->size + ZERO_AHEAD / 2 ||
+        f->alloc <= f->size)
+        return;
+    static const char zeros[ZERO_PAGE];
+    uint64_t from = f->zeroed > f->size ? f->zeroed : f->size;
+    uint64_t to = (f->size + ZERO_PAGE - 1) / ZERO_PAGE * ZERO_PAGE + ZERO_AHEAD;
+    if (to > f->alloc)
+        to = f->alloc;
+    while (from < to) {
+        struct iovec iov[ZERO_AHEAD / ZERO_PAGE + 1];
+        int n = 0;
+        for (uint64_t off = from; off < to && n < (int)(sizeof iov / sizeof iov[0]); n++) {
+            size_t len = to - off < ZERO_PAGE ? (size_t)(to - off) : ZERO_PAGE;
+            iov[n] = (struct iovec){(void *)zeros, len};
+            off += len;
+        }
+        ssize_t r = kw_syscalls.pwritev(f->fd, iov, n, (off_t)from);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) { /* best effort: a real I/O error shows at the fdatasync */
+            f->no_zeroing = true;
+            return;
+        }
+        from += (uint64_t)r;
+        f->zeroed = from;
+    }
+}
+
 kiwi_status kw_file_appendv_synced(kw_file *f, const kw_slice *parts, size_t count,
                                    char **errmsg)
 {
@@ -291,6 +337,7 @@ kiwi_status kw_file_trim(kw_file *f, char **errmsg)
     if (r != 0)
         return kw_env_io_error(errmsg, "ftruncate", f->path, errno);
     f->alloc = f->size;
+    f->zeroed = f->size;
     return KIWI_OK;
 }
 

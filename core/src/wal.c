@@ -156,9 +156,12 @@ kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, s
 kiwi_status kw_wal_writer_add_synced(kw_wal_writer *w, const kw_slice *payloads, size_t count,
                                      char **errmsg)
 {
-    if (count == 1 && !kw_file_is_mapped(w->file))
-        return kw_wal_writer_add(w, payloads[0], errmsg); /* its one write(2) of a small record */
-    return append_records(w, payloads, count, true, errmsg);
+    kiwi_status st = count == 1 && !kw_file_is_mapped(w->file)
+                         ? kw_wal_writer_add(w, payloads[0], errmsg) /* one write(2), small */
+                         : append_records(w, payloads, count, true, errmsg);
+    if (st == KIWI_OK && w->preallocated)
+        kw_file_zero_ahead(w->file); /* the fdatasync next overwrites written blocks */
+    return st;
 }
 
 kiwi_status kw_wal_writer_sync(kw_wal_writer *w, char **errmsg)

@@ -48,7 +48,8 @@ kiwi_status kw_wal_writer_add_many(kw_wal_writer *w, const kw_slice *payloads, s
                                    char **errmsg);
 /* Appends records that the caller fdatasyncs next: as kw_wal_writer_add (one record) or
  * kw_wal_writer_add_many, except that a mapped log gets them with pwritev(2) rather than copies
- * into its mapping (kw_file_appendv_synced; wal.md, "Synced appends"). */
+ * into its mapping (kw_file_appendv_synced; wal.md, "Synced appends"), and a preallocated log
+ * is zeroed a little ahead (kw_file_zero_ahead; wal.md, "Zeroing ahead"). */
 kiwi_status kw_wal_writer_add_synced(kw_wal_writer *w, const kw_slice *payloads, size_t count,
                                      char **errmsg);
 kiwi_status kw_wal_writer_sync(kw_wal_writer *w, char **errmsg); /* fdatasync */
