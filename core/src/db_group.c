@@ -34,13 +34,15 @@
  * in a loop, for up to SPIN_SYNCS recent fdatasync times, before it blocks; only while
  * fdatasyncs are short (a wake-up from a blocked wait is then a good part of one), and only
  * while its yields stay fast (a slow one means other threads want this CPU). One yield that
- * lasts a whole fdatasync means the CPU is contended (a yielding thread then waits out other
- * threads' time slices, where a blocked one would be woken at once): every thread stops yielding
- * for YIELD_BACKOFF_MIN_US, doubled while it repeats, up to YIELD_BACKOFF_MAX_US. */
+ * lasts longer than CONTENDED_YIELD_US means the CPU is contended (a yielding thread then waits
+ * out other threads' time slices, ~3 ms here, where a blocked one would be woken at once; on a
+ * quiet machine no yield took over 200 us): every thread stops yielding for
+ * YIELD_BACKOFF_MIN_US, doubled while it repeats, up to YIELD_BACKOFF_MAX_US. */
 #define SPIN_SYNCS 2
 #define SPIN_SYNC_MAX_US 1000
 #define SLOW_YIELD_US 20
 #define SLOW_YIELDS_MAX 3
+#define CONTENDED_YIELD_US 1000
 #define YIELD_BACKOFF_MIN_US 10000
 #define YIELD_BACKOFF_MAX_US 1000000
 
@@ -275,9 +277,9 @@ static void dequeue_head(kiwi_db *db)
 }
 
 /* How a waiting thread writer yields before it blocks: for up to budget_us (0: it blocks at
- * once); a single yield longer than contended_us suspends yielding. */
+ * once). */
 typedef struct {
-    uint64_t budget_us, contended_us;
+    uint64_t budget_us;
 } yield_plan;
 
 /* The plan of a thread writer that waits for a synced group (see SPIN_SYNCS): no yielding unless
@@ -285,7 +287,7 @@ typedef struct {
  * yielding is not suspended. REQUIRES: mu. */
 static yield_plan plan_yield(const kiwi_db *db, const kw_writer *w)
 {
-    yield_plan p = {0, db->sync_micros_avg};
+    yield_plan p = {0};
     if (!w->sync || !db->opts.sync_waits_yield || db->sync_micros_avg == 0 ||
         db->sync_micros_avg > SPIN_SYNC_MAX_US ||
         kw_now_micros() < atomic_load_explicit(&db->yield_resume_at, memory_order_relaxed))
@@ -320,7 +322,7 @@ static bool yield_until_posted(kiwi_db *db, sem_t *sem, yield_plan p)
             return true;
         }
         uint64_t t = kw_now_micros();
-        if (t - last > p.contended_us) {
+        if (t - last > CONTENDED_YIELD_US) {
             suspend_yielding(db, t);
             return false;
         }
