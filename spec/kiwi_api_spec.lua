@@ -242,6 +242,29 @@ describe("kiwi api", function()
       db:close()
     end)
 
+    it("returns values of every size around the get's 2048-byte stack buffer", function()
+      local dir = helper.tmpdir()
+      local db = open(dir)
+      local vals = {}
+      for _, n in ipairs({ 0, 1, 2047, 2048, 2049, 4096, 65536 }) do
+        local v = ("a\0" .. string.char(n % 256)):rep(n // 3 + 1):sub(1, n) -- NULs inside
+        vals["k" .. n] = v
+        assert.is_true(db:put("k" .. n, v))
+      end
+      local function check()
+        for k, v in pairs(vals) do
+          assert.equal(v, db:get(k))
+        end
+        assert.is_nil(db:get("k3"))
+      end
+      check()
+      assert.is_true(db:flush())
+      check()
+      db = reopen(db, dir)
+      check()
+      db:close()
+    end)
+
     it("stores a 1 MiB value", function()
       local dir = helper.tmpdir()
       local db = open(dir)

@@ -323,6 +323,26 @@ static int run(lua_State *L, lkiwi_db *d, lkiwi_req *r)
     return n;
 }
 
+/* The blocking get: a value that fits in LKIWI_GET_BUF is read into a stack buffer and pushed
+ * from there (kiwi_get_into: no malloc and free of a copy per get); a larger one, a miss or a
+ * failure take the request's way. */
+#define LKIWI_GET_BUF 2048
+static int get_blocking(lua_State *L, lkiwi_db *d, lkiwi_req *r)
+{
+    char buf[LKIWI_GET_BUF];
+    r->status = kiwi_get_into(r->db, r->ropts, r->key, r->klen, buf, sizeof buf, &r->out,
+                              &r->outlen, &r->errmsg);
+    if (r->status != KIWI_OK || r->out != buf) {
+        int n = lkiwi_req_push(L, r);
+        lkiwi_db_after_call(L, 1, d);
+        return n;
+    }
+    r->out = NULL; /* the stack's: a memory error raised by the push leaks nothing */
+    lua_pushlstring(L, buf, r->outlen);
+    lkiwi_db_after_call(L, 1, d);
+    return 1;
+}
+
 /* db:put(key, value, wopts) -> true | nil, msg, code */
 static int db_put(lua_State *L)
 {
@@ -367,7 +387,7 @@ static int db_get(lua_State *L)
     r.ropts = lkiwi_check_ropts(L, 3, d, &r.ro_store);
     if (lkiwi_in_task(L))
         return lkiwi_task_get(L, d, &r);
-    return run(L, d, &r);
+    return get_blocking(L, d, &r);
 }
 
 /* db:write(batch, wopts) -> true | nil, msg, code: all of the batch or none of it */

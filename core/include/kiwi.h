@@ -118,6 +118,13 @@ kiwi_status kiwi_get(kiwi_db *, const kiwi_read_options *, const char *key, size
 kiwi_status kiwi_get_nowait(kiwi_db *, const kiwi_read_options *, const char *key, size_t klen,
                             char **val, size_t *vlen, char **errmsg);
 
+/* Like kiwi_get, without an allocation when the value fits in the caller's buffer: on KIWI_OK
+ * *val == buf when *vlen <= cap (the value is in buf; nothing to free), else *val is a malloc'd
+ * copy as kiwi_get's (free it with kiwi_free). For callers that copy the value on at once (the
+ * Lua binding pushes it as a string from a stack buffer). */
+kiwi_status kiwi_get_into(kiwi_db *, const kiwi_read_options *, const char *key, size_t klen,
+                          char *buf, size_t cap, char **val, size_t *vlen, char **errmsg);
+
 /* ---- atomic batches ---------------------------------------------------------------------------
  * A batch records puts and deletes; kiwi_write applies all of them or none, with consecutive
  * sequence numbers, as one WAL record. Later operations in a batch win over earlier ones.

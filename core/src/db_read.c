@@ -228,10 +228,12 @@ static kiwi_status view_get(kiwi_db *db, kw_super *s, kw_slice ukey, uint64_t se
     return KIWI_OK;
 }
 
-/* kiwi_get and kiwi_get_nowait: the view's answer, counted in stats unless KIWI_BUSY. */
+/* kiwi_get, kiwi_get_nowait and kiwi_get_into: the view's answer, counted in stats unless
+ * KIWI_BUSY. The value is copied into buf (cap bytes) when buf is given and it fits, else into
+ * a malloc'd copy. */
 static kiwi_status point_get(kiwi_db *db, const kiwi_read_options *ro, const char *key,
-                             size_t klen, bool resident, char **val, size_t *vlen,
-                             char **errmsg)
+                             size_t klen, bool resident, char *buf, size_t cap, char **val,
+                             size_t *vlen, char **errmsg)
 {
     *val = NULL;
     *vlen = 0;
@@ -240,7 +242,10 @@ static kiwi_status point_get(kiwi_db *db, const kiwi_read_options *ro, const cha
     kw_super *s = kw_super_acquire(db);
     kw_lookup res = KW_LOOKUP_MISS;
     kw_buf value;
-    kw_buf_init(&value);
+    if (buf != NULL)
+        kw_buf_init_borrowed(&value, buf, cap); /* moves to the heap if the value outgrows it */
+    else
+        kw_buf_init(&value);
     kiwi_status st =
         view_get(db, s, kw_slice_make(key ? key : "", klen), seq, how, &res, &value, errmsg);
     kw_super_release(s);
@@ -264,7 +269,7 @@ kiwi_status kiwi_get(kiwi_db *db, const kiwi_read_options *ro, const char *key, 
 {
     if (db == NULL || val == NULL || vlen == NULL || (key == NULL && klen > 0))
         return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "kiwi_get: NULL argument");
-    return point_get(db, ro, key, klen, false, val, vlen, errmsg);
+    return point_get(db, ro, key, klen, false, NULL, 0, val, vlen, errmsg);
 }
 
 kiwi_status kiwi_get_nowait(kiwi_db *db, const kiwi_read_options *ro, const char *key,
@@ -272,5 +277,15 @@ kiwi_status kiwi_get_nowait(kiwi_db *db, const kiwi_read_options *ro, const char
 {
     if (db == NULL || val == NULL || vlen == NULL || (key == NULL && klen > 0))
         return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "kiwi_get_nowait: NULL argument");
-    return point_get(db, ro, key, klen, true, val, vlen, errmsg);
+    return point_get(db, ro, key, klen, true, NULL, 0, val, vlen, errmsg);
+}
+
+kiwi_status kiwi_get_into(kiwi_db *db, const kiwi_read_options *ro, const char *key,
+                          size_t klen, char *buf, size_t cap, char **val, size_t *vlen,
+                          char **errmsg)
+{
+    if (db == NULL || val == NULL || vlen == NULL || (key == NULL && klen > 0) ||
+        (buf == NULL && cap > 0))
+        return kw_error(errmsg, KIWI_INVALID_ARGUMENT, "kiwi_get_into: NULL argument");
+    return point_get(db, ro, key, klen, false, buf, cap, val, vlen, errmsg);
 }

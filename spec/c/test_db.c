@@ -1,7 +1,8 @@
 /*
  * test_db.c: the engine through its public API (kiwi.h): the contract and its edges, reopen
  * after every kind of operation, a randomized model check of gets and iterators across every
- * layer, snapshots, batches, many keys, option and lock errors, close with open handles.
+ * layer, snapshots, batches, many keys, option and lock errors, close with open handles, and
+ * kiwi_get_into's caller buffer.
  * Recovery from a torn or preallocated WAL tail and a corrupt SSTable block are in
  * test_db_recovery.c; the shared open/put/get helpers in db_fixture.h.
  */
@@ -447,6 +448,72 @@ static void test_close_with_open_handles(void)
     ctest_rmtree(dir);
 }
 
+/* kiwi_get_into: a value that fits (up to exactly cap bytes, empty included) lands in the
+ * caller's buffer (*val == buf), a larger one in a malloc'd copy; from the memtable and from an
+ * SSTable alike, binary bytes and a 1 MiB value included. Misses, deletes and bad arguments
+ * answer as kiwi_get does. */
+static void check_get_into(kiwi_db *db, const char *k, const char *want, size_t wlen, size_t cap)
+{
+    char buf[2048];
+    char *val = NULL;
+    size_t vlen = 1;
+    kiwi_status st = kiwi_get_into(db, NULL, k, strlen(k), buf, cap, &val, &vlen, NULL);
+    CHECK(st == KIWI_OK);
+    if (st != KIWI_OK)
+        return;
+    CHECK_EQ_U64(vlen, wlen);
+    CHECK((val == buf) == (wlen <= cap));
+    CHECK(wlen == 0 || memcmp(val, want, wlen) == 0);
+    if (val != buf)
+        kiwi_free(val);
+}
+
+static void test_get_into(void)
+{
+    char *dir = ctest_tmpdir("getinto");
+    kiwi_db *db = open_db(dir, "prod", NULL);
+    if (!db) {
+        CHECK(db != NULL);
+        return;
+    }
+    static const size_t sizes[] = {0, 1, 63, 64, 65, 2047, 2048, 2049, 1u << 20};
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    char *vals[N];
+    for (size_t i = 0; i < N; i++) {
+        vals[i] = malloc(sizes[i] + 1);
+        for (size_t j = 0; j < sizes[i]; j++)
+            vals[i][j] = (char)(j % 7 == 0 ? 0 : 'a' + (i + j) % 26); /* NULs inside */
+        char k[16];
+        snprintf(k, sizeof k, "k%zu", i);
+        CHECK(put(db, k, strlen(k), vals[i], sizes[i]) == 0);
+    }
+    for (int flushed = 0; flushed < 2; flushed++) {
+        for (size_t i = 0; i < N; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "k%zu", i);
+            check_get_into(db, k, vals[i], sizes[i], 64);
+            check_get_into(db, k, vals[i], sizes[i], 2048);
+            check_get_into(db, k, vals[i], sizes[i], 0);
+        }
+        CHECK(kiwi_flush(db, NULL) == KIWI_OK);
+    }
+    CHECK(del(db, "k1", 2) == 0);
+    char buf[64], *val = buf, *err = NULL;
+    size_t vlen = 7;
+    CHECK(kiwi_get_into(db, NULL, "k1", 2, buf, sizeof buf, &val, &vlen, NULL) == KIWI_NOT_FOUND);
+    CHECK(val == NULL && vlen == 0);
+    CHECK(kiwi_get_into(db, NULL, "nope", 4, buf, sizeof buf, &val, &vlen, NULL) ==
+          KIWI_NOT_FOUND);
+    CHECK(kiwi_get_into(db, NULL, "k2", 2, NULL, 8, &val, &vlen, &err) == KIWI_INVALID_ARGUMENT);
+    CHECK(err && strstr(err, "kiwi_get_into"));
+    kiwi_free(err);
+    check_get_into(db, "k2", vals[2], sizes[2], 64); /* the data is intact */
+    for (size_t i = 0; i < N; i++)
+        free(vals[i]);
+    CHECK(kiwi_close(db) == KIWI_OK);
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_basic);
@@ -456,5 +523,6 @@ int main(void)
     RUN(test_many_keys);
     RUN(test_errors);
     RUN(test_close_with_open_handles);
+    RUN(test_get_into);
     return ctest_summary();
 }
