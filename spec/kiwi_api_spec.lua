@@ -491,6 +491,26 @@ describe("kiwi api", function()
       db:close()
     end)
 
+    it("raises when a db method gets something that is not a db, and the db is intact", function()
+      local db = open(helper.tmpdir())
+      assert.is_true(db:put("k", "v"))
+      local put, get = db.put, db.get
+      local b = kiwi.batch()
+      local snap = db:snapshot()
+      for _, self in ipairs({ {}, "db", 42, b, snap, io.stdout, db:scan() }) do
+        local ok, err = pcall(put, self, "k", "x")
+        assert.is_false(ok)
+        assert.matches("kiwi%.db expected, got ", err)
+        ok, err = pcall(get, self, "k")
+        assert.is_false(ok)
+        assert.matches("kiwi%.db expected, got ", err)
+      end
+      assert.equal("v", db:get("k"))
+      snap:release()
+      b:close()
+      db:close()
+    end)
+
     it("raises on a closed db, and close is idempotent", function()
       local db = open(helper.tmpdir())
       assert.is_true(db:close())

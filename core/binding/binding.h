@@ -54,6 +54,7 @@ typedef struct lkiwi_sink lkiwi_sink;   /* one per db: its queued engine events,
 /* kiwi.db. User values: 1 = table {child userdata = true} with weak keys, 2 = the path string,
  * 3 = the event handler (a function called as handler(level, event, fields_json)) or nil. */
 typedef struct {
+    const void *tag;   /* the address of kiwi_db.c's db_tag: its fast type test (todb) */
     kiwi_db *db;       /* NULL: closed (or not open yet) */
     lkiwi_sink *sink;  /* engine events of this db; NULL until open starts. Freed by __gc only */
     lkiwi_state *st;   /* the loop state of the lua_State that made it */
