@@ -12,6 +12,16 @@ local function reopen(db, dir)
   return open(dir)
 end
 
+-- Runs check(db) on the memtable, after a flush (SSTables) and after a reopen; closes the db.
+local function check_each_layer(db, dir, check)
+  check(db)
+  assert.is_true(db:flush())
+  check(db)
+  db = reopen(db, dir)
+  check(db)
+  db:close()
+end
+
 local function scan_all(db, start, stop, opts)
   local keys, vals = {}, {}
   for k, v in db:scan(start, stop, opts) do
@@ -219,27 +229,22 @@ describe("kiwi api", function()
       for _, p in ipairs(pairs_) do
         assert.is_true(db:put(p[1], p[2]))
       end
-      local function check()
+      local function check(d)
         for _, p in ipairs(pairs_) do
-          assert.equal(p[2], db:get(p[1]))
+          assert.equal(p[2], d:get(p[1]))
         end
-        local keys = scan_all(db)
+        local keys = scan_all(d)
         assert.equal(#pairs_, #keys)
         for i = 2, #keys do
           assert.is_true(keys[i - 1] < keys[i], "bytewise order at " .. i)
         end
-        local bkeys = scan_all(db, nil, nil, { prefix = "byte" })
+        local bkeys = scan_all(d, nil, nil, { prefix = "byte" })
         assert.equal(256, #bkeys)
         for i = 0, 255 do
           assert.equal("byte" .. string.char(i), bkeys[i + 1])
         end
       end
-      check()
-      assert.is_true(db:flush())
-      check()
-      db = reopen(db, dir)
-      check()
-      db:close()
+      check_each_layer(db, dir, check)
     end)
 
     it("returns values of every size around the get's 2048-byte stack buffer", function()
@@ -251,18 +256,13 @@ describe("kiwi api", function()
         vals["k" .. n] = v
         assert.is_true(db:put("k" .. n, v))
       end
-      local function check()
+      local function check(d)
         for k, v in pairs(vals) do
-          assert.equal(v, db:get(k))
+          assert.equal(v, d:get(k))
         end
-        assert.is_nil(db:get("k3"))
+        assert.is_nil(d:get("k3"))
       end
-      check()
-      assert.is_true(db:flush())
-      check()
-      db = reopen(db, dir)
-      check()
-      db:close()
+      check_each_layer(db, dir, check)
     end)
 
     it("stores a 1 MiB value", function()

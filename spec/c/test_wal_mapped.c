@@ -166,9 +166,7 @@ static void test_mapped_process_crash(void)
         kill(getpid(), SIGKILL);
         _exit(4);
     }
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    CHECK(child_was_killed(pid));
     kw_wal_read_stats st;
     check_log(path, payloads, sizes, N_RECORDS, &st);
     CHECK(st.prealloc_bytes > 0);
@@ -182,15 +180,6 @@ static void test_mapped_process_crash(void)
 
 static int g_pwritev_calls; /* of records: zeroing ahead (test_wal_zero_ahead.c) is not counted */
 static int g_pwritev_fail_errno; /* non-zero: pwritev fails with it */
-
-static bool all_zeros(const struct iovec *iov, int count)
-{
-    for (int i = 0; i < count; i++)
-        for (size_t j = 0; j < iov[i].iov_len; j++)
-            if (((const char *)iov[i].iov_base)[j] != 0)
-                return false;
-    return true;
-}
 
 static ssize_t counting_pwritev(int fd, const struct iovec *iov, int count, off_t off)
 {

@@ -38,15 +38,6 @@ static uint64_t g_zero_lo, g_zero_hi; /* the lowest offset and the end of the ze
 static uint64_t g_zero_last;          /* the offset of the last zeroing write */
 static int g_zero_fail_errno;         /* non-zero: zeroing writes fail with it */
 
-static bool all_zeros(const struct iovec *iov, int count)
-{
-    for (int i = 0; i < count; i++)
-        for (size_t j = 0; j < iov[i].iov_len; j++)
-            if (((const char *)iov[i].iov_base)[j] != 0)
-                return false;
-    return true;
-}
-
 static ssize_t watching_pwritev(int fd, const struct iovec *iov, int count, off_t off)
 {
     if (!all_zeros(iov, count)) {
@@ -310,9 +301,7 @@ static void test_db_recovers_zeroed_tail(void)
         kill(getpid(), SIGKILL);
         _exit(4);
     }
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    CHECK(child_was_killed(pid));
     kiwi_db *db = dbtest_open(dir, "prod", NULL);
     CHECK(db != NULL);
     size_t found = 0;

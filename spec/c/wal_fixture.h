@@ -1,17 +1,39 @@
 /*
- * wal_fixture.h: what the framed-log tests share (test_wal.c, test_wal_prealloc.c): deterministic
- * payloads, and a reader callback that records which expected payload each delivered record
+ * wal_fixture.h: what the framed-log tests share (test_wal.c, test_wal_prealloc.c,
+ * test_wal_mapped.c, test_wal_zero_ahead.c): deterministic payloads, telling zeroing writes from
+ * record writes, the end of a child that crashed on purpose, and a reader callback that records which expected payload each delivered record
  * matched and at what offset (and can refuse a record on a chosen call).
  */
 #ifndef KIWI_WAL_FIXTURE_H
 #define KIWI_WAL_FIXTURE_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "ctest.h"
 #include "wal.h"
+
+/* Waits for a child process that crashed on purpose (kill(getpid(), SIGKILL): no cleanup, no
+ * close): whether it ended that way. */
+static inline bool child_was_killed(pid_t pid)
+{
+    int status = 0;
+    return waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+}
+
+/* Whether every byte of iov[0..count) is zero: how the pwritev hooks of test_wal_mapped.c and
+ * test_wal_zero_ahead.c tell zeroing ahead (kw_file_zero_ahead) from records. */
+static inline bool all_zeros(const struct iovec *iov, int count)
+{
+    for (int i = 0; i < count; i++)
+        for (size_t j = 0; j < iov[i].iov_len; j++)
+            if (((const char *)iov[i].iov_base)[j] != 0)
+                return false;
+    return true;
+}
 
 /* Deterministic payload i of size n. */
 static inline char *make_payload(int i, size_t n)
