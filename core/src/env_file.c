@@ -4,10 +4,10 @@
  * kw_file_create_mapped copies its appends into a shared writable mapping of space preallocated
  * with fallocate, a window at a time (docs/internals/wal.md, "Mapped appends"), except appends
  * about to be synced, which it writes with pwritev(2). Preallocation (kw_file_reserve) and its
- * give-back (kw_file_trim) serve both. Before an fdatasync, zeros may be written a little past the
- * end of preallocated space (kw_file_zero_ahead), so that later synced appends overwrite written blocks
- * instead of converting fallocate's unwritten extents, which costs their fdatasync a journal
- * commit (docs/internals/wal.md, "Zeroing ahead").
+ * give-back (kw_file_trim) serve both. Before an fdatasync, zeros may be written a little past
+ * the end into preallocated space (kw_file_zero_ahead), so that later synced appends overwrite
+ * written blocks instead of converting fallocate's unwritten extents, which costs their
+ * fdatasync a journal commit (docs/internals/wal.md, "Zeroing ahead").
  */
 #include "env.h"
 #include "env_internal.h"
@@ -25,7 +25,7 @@ struct kw_file {
     char *path;
     uint64_t size;  /* the file's size when opened plus every byte appended since */
     uint64_t alloc; /* the file's length: size, or more after kw_file_reserve */
-    uint64_t zeroed; /* [size, zeroed) holds zeros written by zero_ahead (zeroed <= size: none) */
+    uint64_t zeroed; /* [size, zeroed) holds zeros kw_file_zero_ahead wrote (<= size: none) */
     bool no_zeroing; /* a zeroing write failed: the file stops zeroing ahead */
     bool append;    /* opened O_APPEND: writes go to the end, so never reserve */
     bool mapped;    /* kw_file_create_mapped: appends are copied into a shared mapping */
