@@ -149,8 +149,9 @@ struct kiwi_db {
     /* waits of sync thread writers (members and gathering heads): ended by the post while the
      * writer was yielding; blocked (sync_waits "block", long fdatasyncs, or yields turned slow) */
     atomic_uint_fast64_t sync_waits_yielded, sync_waits_blocked;
-    /* yielding suspended because one yield lasted a whole fdatasync (the CPU is contended): how
-     * often; until when (microseconds); for how long the last time (doubles while it repeats) */
+    /* yielding suspended because one yield lasted over CONTENDED_YIELD_US (the CPU is contended):
+     * how often; until when (microseconds); for how long the last time (doubles while it
+     * repeats) */
     atomic_uint_fast64_t sync_yield_backoffs, yield_resume_at, yield_backoff_us;
 
     pthread_t committer;           /* leads groups of async writers */

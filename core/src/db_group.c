@@ -276,24 +276,17 @@ static void dequeue_head(kiwi_db *db)
     db->writers_head = db->writers_head->next;
 }
 
-/* How a waiting thread writer yields before it blocks: for up to budget_us (0: it blocks at
- * once). */
-typedef struct {
-    uint64_t budget_us;
-} yield_plan;
-
-/* The plan of a thread writer that waits for a synced group (see SPIN_SYNCS): no yielding unless
- * it is a sync writer, the sync_waits setting is "yield", recent fdatasyncs were short and
- * yielding is not suspended. REQUIRES: mu. */
-static yield_plan plan_yield(const kiwi_db *db, const kw_writer *w)
+/* How long a thread writer that waits for a synced group yields before it blocks, in
+ * microseconds (see SPIN_SYNCS; 0: it blocks at once): nothing unless it is a sync writer, the
+ * sync_waits setting is "yield", recent fdatasyncs were short and yielding is not suspended.
+ * REQUIRES: mu. */
+static uint64_t yield_budget(const kiwi_db *db, const kw_writer *w)
 {
-    yield_plan p = {0};
     if (!w->sync || !db->opts.sync_waits_yield || db->sync_micros_avg == 0 ||
         db->sync_micros_avg > SPIN_SYNC_MAX_US ||
         kw_now_micros() < atomic_load_explicit(&db->yield_resume_at, memory_order_relaxed))
-        return p;
-    p.budget_us = SPIN_SYNCS * db->sync_micros_avg;
-    return p;
+        return 0;
+    return SPIN_SYNCS * db->sync_micros_avg;
 }
 
 /* Stops all yielding for a while (doubling the pause while yields keep being contended). */
@@ -309,9 +302,9 @@ static void suspend_yielding(kiwi_db *db, uint64_t now)
 /* Yields the CPU in a loop until sem is posted (true: the post is taken), the budget passes or
  * the yields turn slow (false: the caller blocks instead). A post then finds the thread running,
  * not asleep: on a VM, waking a blocked thread costs tens of microseconds. */
-static bool yield_until_posted(kiwi_db *db, sem_t *sem, yield_plan p)
+static bool yield_until_posted(kiwi_db *db, sem_t *sem, uint64_t budget_us)
 {
-    if (p.budget_us == 0)
+    if (budget_us == 0)
         return false;
     uint64_t start = kw_now_micros(), last = start;
     int slow = 0;
@@ -326,7 +319,7 @@ static bool yield_until_posted(kiwi_db *db, sem_t *sem, yield_plan p)
             suspend_yielding(db, t);
             return false;
         }
-        if (t - start >= p.budget_us || (t - last > SLOW_YIELD_US && ++slow >= SLOW_YIELDS_MAX))
+        if (t - start >= budget_us || (t - last > SLOW_YIELD_US && ++slow >= SLOW_YIELDS_MAX))
             return false;
         last = t;
         sched_yield();
@@ -340,10 +333,10 @@ static void count_wait(kiwi_db *db, const kw_writer *w, bool yielded)
         atomic_fetch_add(yielded ? &db->sync_waits_yielded : &db->sync_waits_blocked, 1);
 }
 
-/* Waits for w's post (yielding first as planned, then blocked). */
-static void writer_wait(kiwi_db *db, kw_writer *w, yield_plan p)
+/* Waits for w's post (yielding first for up to budget_us, then blocked). */
+static void writer_wait(kiwi_db *db, kw_writer *w, uint64_t budget_us)
 {
-    bool yielded = yield_until_posted(db, &w->wake, p);
+    bool yielded = yield_until_posted(db, &w->wake, budget_us);
     count_wait(db, w, yielded);
     if (yielded)
         return;
@@ -379,14 +372,14 @@ static bool gather_wait(kiwi_db *db, kw_writer *leader, const struct timespec *d
 {
     if (leader->async)
         return pthread_cond_timedwait(&db->async_cv, &db->mu, deadline) != ETIMEDOUT;
-    yield_plan p = plan_yield(db, leader);
+    uint64_t budget = yield_budget(db, leader);
     uint64_t left = micros_until(deadline);
-    bool to_deadline = p.budget_us >= left; /* the deadline is one fdatasync away at most */
+    bool to_deadline = budget >= left; /* the deadline is one fdatasync away at most */
     if (to_deadline)
-        p.budget_us = left;
+        budget = left;
     pthread_mutex_unlock(&db->mu);
-    bool yielded = yield_until_posted(db, &leader->wake, p);
-    if (yielded || !to_deadline || p.budget_us == 0) /* not counted: yielding up to the deadline */
+    bool yielded = yield_until_posted(db, &leader->wake, budget);
+    if (yielded || !to_deadline || budget == 0) /* not counted: yielding up to the deadline */
         count_wait(db, leader, yielded);
     if (yielded) {
         pthread_mutex_lock(&db->mu);
@@ -522,9 +515,9 @@ kiwi_status kw_group_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **err
      * until then. The post orders the leader's writes to w before our reads. */
     bool take_over = enqueue_writer(db, &w); // cppcheck-suppress autoVariables
     if (!take_over && db->writers_head != &w) {
-        yield_plan p = plan_yield(db, &w);
+        uint64_t budget = yield_budget(db, &w);
         pthread_mutex_unlock(&db->mu);
-        writer_wait(db, &w, p);
+        writer_wait(db, &w, budget);
         if (w.done) /* a leader committed us */
             return member_result(&w, errmsg);
         pthread_mutex_lock(&db->mu); /* we are the head: lead */
@@ -537,9 +530,9 @@ kiwi_status kw_group_write(kiwi_db *db, bool sync, kiwi_batch *batch, char **err
         st = commit_from_head(db, &w, false, &wk, &err);
     } else if (!lead_group(db, &w, &wk, &st, &err)) {
         while (!w.done) { /* taken over; a stale gathering post may wake us early */
-            yield_plan p = plan_yield(db, &w);
+            uint64_t budget = yield_budget(db, &w);
             pthread_mutex_unlock(&db->mu);
-            writer_wait(db, &w, p);
+            writer_wait(db, &w, budget);
             pthread_mutex_lock(&db->mu);
         }
         pthread_mutex_unlock(&db->mu);

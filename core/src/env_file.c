@@ -259,20 +259,14 @@ void kw_file_zero_ahead(kw_file *f)
     if (f->no_zeroing || f->append || f->zeroed >= f->size + ZERO_AHEAD / 2 ||
         f->alloc <= f->size)
         return;
-    static const char zeros[ZERO_PAGE];
+    static const char zeros[ZERO_AHEAD + ZERO_PAGE]; /* the longest run: bss, never written */
     uint64_t from = f->zeroed > f->size ? f->zeroed : f->size;
     uint64_t to = (f->size + ZERO_PAGE - 1) / ZERO_PAGE * ZERO_PAGE + ZERO_AHEAD;
     if (to > f->alloc)
         to = f->alloc;
     while (from < to) {
-        struct iovec iov[ZERO_AHEAD / ZERO_PAGE + 1];
-        int n = 0;
-        for (uint64_t off = from; off < to && n < (int)(sizeof iov / sizeof iov[0]); n++) {
-            size_t len = to - off < ZERO_PAGE ? (size_t)(to - off) : ZERO_PAGE;
-            iov[n] = (struct iovec){(void *)zeros, len};
-            off += len;
-        }
-        ssize_t r = kw_syscalls.pwritev(f->fd, iov, n, (off_t)from);
+        struct iovec iov = {(void *)zeros, (size_t)(to - from)};
+        ssize_t r = kw_syscalls.pwritev(f->fd, &iov, 1, (off_t)from);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) { /* best effort: a real I/O error shows at the fdatasync */

@@ -148,17 +148,23 @@ static void check_records(const char *path, bool preallocated, records *r, size_
     CHECK(!st.torn_tail);
 }
 
-/* Appends records [i, i + GROUP) as one synced group, reserving first as the db's commit does
- * (kw_wal_writer_reserve before every synced group), then fdatasyncs. */
-static void append_group(kw_wal_writer *w, records *r, size_t i, char **err)
+/* Records [i, i + GROUP) as slices in parts; returns their framed bytes. */
+static uint64_t group_parts(const records *r, size_t i, kw_slice *parts)
 {
-    kw_slice parts[GROUP];
     uint64_t bytes = 0;
     for (size_t j = 0; j < GROUP; j++) {
         parts[j] = kw_slice_make(r->payloads[i + j], r->sizes[i + j]);
         bytes += r->sizes[i + j] + KW_WAL_HEADER_SIZE;
     }
-    kw_wal_writer_reserve(w, bytes);
+    return bytes;
+}
+
+/* Appends records [i, i + GROUP) as one synced group, reserving first as the db's commit does
+ * (kw_wal_writer_reserve before every synced group), then fdatasyncs. */
+static void append_group(kw_wal_writer *w, records *r, size_t i, char **err)
+{
+    kw_slice parts[GROUP];
+    kw_wal_writer_reserve(w, group_parts(r, i, parts));
     CHECK(kw_wal_writer_add_synced(w, parts, GROUP, err) == KIWI_OK);
     CHECK(kw_wal_writer_sync(w, err) == KIWI_OK);
 }
@@ -189,8 +195,7 @@ static void test_zero_ahead_frontier(void)
             int zeros_before = g_zero_writes;
             if (g % 5 == 4) {
                 kw_slice parts[GROUP];
-                for (size_t j = 0; j < GROUP; j++)
-                    parts[j] = kw_slice_make(r->payloads[i + j], r->sizes[i + j]);
+                group_parts(r, i, parts);
                 CHECK(kw_wal_writer_add_many(w, parts, GROUP, &err) == KIWI_OK);
                 CHECK_EQ_U64(g_zero_writes, zeros_before);
                 continue;
@@ -240,8 +245,7 @@ static void test_no_zeroing_without_preallocation(void)
     CHECK_OK(kw_wal_writer_create(path, &w, &err), errp);
     for (size_t g = 0; w != NULL && g < 40; g++) {
         kw_slice parts[GROUP];
-        for (size_t j = 0; j < GROUP; j++)
-            parts[j] = kw_slice_make(r->payloads[g * GROUP + j], r->sizes[g * GROUP + j]);
+        group_parts(r, g * GROUP, parts);
         CHECK(kw_wal_writer_add_synced(w, parts, g % 2 ? 1 : GROUP, &err) == KIWI_OK);
     }
     CHECK_EQ_U64(g_zero_writes, 0);
