@@ -317,8 +317,8 @@ static kiwi_status load_meta(kw_table *t, kw_block_cache *cache, char **errmsg)
     size_t key_bytes = 0; /* the index's charge as a cache entry, whichever way it was built */
     for (uint32_t i = 0; cache != NULL && i < ix->nblocks; i++)
         key_bytes += ix->entries[i].key_len;
-    t->part[KW_PART_INDEX].charge = sizeof *ix + ix->nblocks * sizeof(kw_table_index_entry) +
-                                    key_bytes + kw_cache_entry_overhead();
+    t->part[KW_PART_INDEX].charge =
+        kw_table_index_size(ix->nblocks, key_bytes) + kw_cache_entry_overhead();
     t->filter = meta[0];
     t->props.file_size = t->map.size;
     t->props.filter_size = t->meta_size[0];

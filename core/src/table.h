@@ -189,13 +189,25 @@ typedef struct {
     uint64_t size;    /* block size, trailer excluded */
 } kw_table_index_entry;
 
-/* The parsed index: one allocation holding this header, the entries, then copied key bytes. */
+/* The parsed index: one allocation holding this header, the entries, their key prefixes, then
+ * copied key bytes. The search (kw_table_index_lower_bound) runs on the prefixes: every entry's
+ * user key starts with the same shared_len bytes (those of entries[0].key), and prefix[i] holds
+ * the next 8 bytes of entry i's user key, big-endian, zero-padded past its end. Prefixes order
+ * as their keys do (prefix[i] < prefix[j] implies key i < key j); equal prefixes are told apart
+ * by the whole keys. */
 typedef struct {
-    size_t bytes;     /* the whole allocation */
-    uint32_t nblocks; /* == props.data_blocks */
-    kw_lease *lease;  /* a cache entry: the lease of the table that made it (one reference) */
+    size_t bytes;           /* the whole allocation */
+    uint32_t nblocks;       /* == props.data_blocks */
+    uint32_t shared_len;    /* the user-key bytes all entries share */
+    kw_lease *lease;        /* a cache entry: the lease of the table that made it (one reference) */
+    const uint64_t *prefix; /* [nblocks], inside the allocation */
     kw_table_index_entry entries[];
 } kw_table_index;
+
+/* The allocation of an index of n entries with key_bytes of copied keys. */
+size_t kw_table_index_size(uint32_t n, size_t key_bytes);
+/* The first entry whose key is >= target (an internal key), or nblocks. */
+uint32_t kw_table_index_lower_bound(const kw_table_index *ix, kw_slice target);
 
 /* The two parts a table publishes in its lease (cache.h) and reads in place when it must. */
 enum { KW_PART_INDEX = 0, KW_PART_FILTER = 1 };

@@ -101,6 +101,8 @@ static kiwi_status add_index_entry(const kw_table *t, kw_table_index *ix, uint32
         p = kw_decode_varint64(p, v.data + v.size, &size);
     if (p == NULL || p != v.data + v.size)
         return index_problem(t, i, "malformed block handle", errmsg);
+    if (key.size < KW_TRAILER_SIZE)
+        return index_problem(t, i, "key shorter than its 8-byte trailer", errmsg);
     const kw_table_index_entry *prev = i > 0 ? &ix->entries[i - 1] : NULL;
     uint64_t expect = prev ? prev->offset + prev->size + KW_TABLE_TRAILER_SIZE : 0;
     if (off != expect || size > t->data_end - off ||
@@ -124,12 +126,99 @@ static kiwi_status add_index_entry(const kw_table *t, kw_table_index *ix, uint32
     return KIWI_OK;
 }
 
+/* ---- the prefix search ------------------------------------------------------------------- */
+
+/* The n bytes at p (8 at most are read) as a big-endian number, zero-padded to 8 bytes. */
+static uint64_t be_prefix(const char *p, size_t n)
+{
+    if (n >= 8)
+        return __builtin_bswap64(kw_decode_fixed64(p));
+    uint64_t w = 0;
+    for (size_t i = 0; i < 8; i++)
+        w = (w << 8) | (i < n ? (uint8_t)p[i] : 0);
+    return w;
+}
+
+static size_t common_prefix(kw_slice a, kw_slice b)
+{
+    size_t n = a.size < b.size ? a.size : b.size, i = 0;
+    while (i < n && a.data[i] == b.data[i])
+        i++;
+    return i;
+}
+
+/* Sets shared_len and the prefixes of a filled index. The keys are sorted, so the bytes the
+ * first and the last user keys share are shared by all. */
+static void set_prefixes(kw_table_index *ix)
+{
+    const kw_table_index_entry *e = ix->entries;
+    kw_slice first = kw_ikey_user(kw_slice_make(e[0].key, e[0].key_len));
+    kw_slice last = kw_ikey_user(kw_slice_make(e[ix->nblocks - 1].key, e[ix->nblocks - 1].key_len));
+    size_t shared = common_prefix(first, last);
+    ix->shared_len = (uint32_t)shared;
+    uint64_t *prefix = (uint64_t *)(e + ix->nblocks);
+    for (uint32_t i = 0; i < ix->nblocks; i++)
+        prefix[i] = be_prefix(e[i].key + shared, e[i].key_len - KW_TRAILER_SIZE - shared);
+    ix->prefix = prefix;
+}
+
+size_t kw_table_index_size(uint32_t n, size_t key_bytes)
+{
+    return sizeof(kw_table_index) + n * (sizeof(kw_table_index_entry) + sizeof(uint64_t)) +
+           key_bytes;
+}
+
+/* The first i in [0, n) with p[i] >= want (or > want when past_equal), else n. Branch-free
+ * halving: the loads do not wait on the outcome of the previous compare's branch. */
+static uint32_t prefix_bound(const uint64_t *p, uint32_t n, uint64_t want, bool past_equal)
+{
+    if (n == 0)
+        return 0;
+    const uint64_t *base = p;
+    while (n > 1) {
+        uint32_t half = n / 2;
+        bool right = past_equal ? base[half] <= want : base[half] < want;
+        base = right ? base + half : base;
+        n -= half;
+    }
+    bool right = past_equal ? *base <= want : *base < want;
+    return (uint32_t)(base - p) + right;
+}
+
+uint32_t kw_table_index_lower_bound(const kw_table_index *ix, kw_slice target)
+{
+    const kw_table_index_entry *e = ix->entries;
+    kw_slice u = kw_ikey_user(target);
+    size_t shared = ix->shared_len, m = u.size < shared ? u.size : shared;
+    int c = m > 0 ? memcmp(u.data, e[0].key, m) : 0;
+    if (c < 0 || (c == 0 && u.size < shared))
+        return 0; /* before every key's shared bytes */
+    if (c > 0)
+        return ix->nblocks; /* after them */
+    uint64_t want = be_prefix(u.data + shared, u.size - shared);
+    uint32_t lo = prefix_bound(ix->prefix, ix->nblocks, want, false);
+    if (lo == ix->nblocks || ix->prefix[lo] != want)
+        return lo;
+    /* entries [lo, hi) have target's prefix: the whole keys decide among them */
+    uint32_t hi = lo + prefix_bound(ix->prefix + lo, ix->nblocks - lo, want, true);
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (kw_ikey_compare(kw_slice_make(e[mid].key, e[mid].key_len), target) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* ---- building ---------------------------------------------------------------------------- */
+
 /* Checks the entries of the whole index (walks it twice) and fills ix. */
 static kiwi_status fill_index(const kw_table *t, kw_block_iter *it, kw_table_index *ix,
                               bool copy_all, bool *inplace, char **errmsg)
 {
     kiwi_status st = KIWI_OK;
-    char *copy_pos = (char *)(ix->entries + ix->nblocks);
+    char *copy_pos = (char *)(ix->entries + ix->nblocks) + ix->nblocks * sizeof(uint64_t);
     uint32_t i = 0;
     for (kw_iter_seek_to_first(&it->base); st == KIWI_OK && it->valid; kw_iter_next(&it->base))
         st = add_index_entry(t, ix, i++, it, copy_all, &copy_pos, inplace, errmsg);
@@ -145,6 +234,7 @@ static kiwi_status fill_index(const kw_table *t, kw_block_iter *it, kw_table_ind
                          kw_slice_make(t->props.largest, t->props.largest_len)) != 0)
         return index_problem(t, ix->nblocks - 1,
                              "last key differs from the properties' largest", errmsg);
+    set_prefixes(ix);
     return KIWI_OK;
 }
 
@@ -179,11 +269,13 @@ kiwi_status kw_table_build_index(const kw_table *t, kw_slice contents, bool copy
                            "entry count differs from the properties' data_blocks", errmsg);
     kw_table_index *ix = NULL;
     if (st == KIWI_OK) {
-        size_t bytes = sizeof *ix + n * sizeof(kw_table_index_entry) + copy_bytes;
+        size_t bytes = kw_table_index_size((uint32_t)n, copy_bytes);
         ix = kw_malloc(bytes);
         ix->bytes = bytes;
         ix->nblocks = (uint32_t)n;
+        ix->shared_len = 0;
         ix->lease = NULL;
+        ix->prefix = NULL;
         st = fill_index(t, &it, ix, copy_all, inplace, errmsg);
     }
     kw_block_iter_cleanup(&it);

@@ -205,35 +205,27 @@ kiwi_status kw_table_index_get_in_place(const kw_table *t, uint32_t i, kw_table_
     return kw_table_index_at(t, i, e) ? KIWI_OK : not_in_place(t, i, errmsg);
 }
 
-/* The first block whose last key is >= target: a binary search of the array, or of the
- * restart array of the index block in place (two loops: the array one is the hot path). */
+/* The first block whose last key is >= target: a search of the array's key prefixes, or a
+ * binary search of the restart array of the index block in place. */
 kiwi_status kw_table_find_block(const kw_table *t, const kw_index_ref *r, kw_slice target,
                                 kw_block_loc *loc, char **errmsg)
 {
-    uint32_t lo = 0, hi = r->nblocks;
     if (r->array != NULL) {
         const kw_table_index_entry *e = r->array->entries;
-        while (lo < hi) {
-            uint32_t mid = lo + (hi - lo) / 2;
-            if (kw_ikey_compare(kw_slice_make(e[mid].key, e[mid].key_len), target) < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        *loc = (kw_block_loc){lo, lo < r->nblocks ? e[lo].offset : 0,
-                              lo < r->nblocks ? e[lo].size : 0};
+        uint32_t i = kw_table_index_lower_bound(r->array, target);
+        *loc = (kw_block_loc){i, i < r->nblocks ? e[i].offset : 0, i < r->nblocks ? e[i].size : 0};
         return KIWI_OK;
-    } else {
-        while (lo < hi) {
-            uint32_t mid = lo + (hi - lo) / 2;
-            kw_slice key;
-            if (!kw_table_index_key_at(t, mid, &key))
-                return not_in_place(t, mid, errmsg);
-            if (kw_ikey_compare(key, target) < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
+    }
+    uint32_t lo = 0, hi = r->nblocks;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        kw_slice key;
+        if (!kw_table_index_key_at(t, mid, &key))
+            return not_in_place(t, mid, errmsg);
+        if (kw_ikey_compare(key, target) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     loc->index = lo;
     kw_table_index_entry e = {NULL, 0, 0, 0};

@@ -2,7 +2,7 @@
  * test_table.c: blocks and SSTables: build from sorted internal keys, reopen, compare every get,
  * seek and iteration with a sorted-array model (table_model_fixture.h); properties; bloom;
  * truncated and damaged blocks; index keys stored prefix-compressed (the reader's copy path, and
- * no search in place). Corrupt tables, builder errors and injected I/O faults are in
+ * no search in place); the index's key-prefix search against a scan. Corrupt tables, builder errors and injected I/O faults are in
  * test_table_faults.c; reads through a block cache are in test_table_cache.c (one thread) and
  * test_cache.c (threads).
  */
@@ -345,6 +345,156 @@ static void test_compressed_index(void)
     ctest_rmtree(dir);
 }
 
+/* ---- the index's prefix search ------------------------------------------------------------- */
+
+/* The first index entry >= target, by a plain scan. */
+static uint32_t scan_lower_bound(const kw_table_index *ix, kw_slice target)
+{
+    uint32_t i = 0;
+    while (i < ix->nblocks &&
+           kw_ikey_compare(kw_slice_make(ix->entries[i].key, ix->entries[i].key_len), target) < 0)
+        i++;
+    return i;
+}
+
+static void check_bound(const kw_table_index *ix, const char *uk, size_t n, uint64_t seq,
+                        int *bad)
+{
+    kw_buf t;
+    kw_buf_init(&t);
+    kw_ikey_append(&t, kw_slice_make(uk, n), seq, KW_TYPE_VALUE);
+    kw_slice target = kw_slice_make(t.data, t.len);
+    uint32_t got = kw_table_index_lower_bound(ix, target), want = scan_lower_bound(ix, target);
+    if (got != want && (*bad)++ < 5)
+        printf("lower bound of a %zu-byte key (seq %llu): %u, want %u\n", n,
+               (unsigned long long)seq, got, want);
+    kw_buf_free(&t);
+}
+
+/* Every model key exactly, its neighbours (seq +-1, + "\0", one byte shorter, last byte + 1)
+ * and random binary keys: the prefix search agrees with a scan of the entries. */
+static void check_index_search(const model *m, const kw_table_index *ix)
+{
+    int bad = 0;
+    char k[64];
+    for (size_t i = 0; i < m->n; i++) {
+        kw_slice uk = kw_ikey_user(ek(&m->e[i]));
+        uint64_t seq = kw_ikey_seq(ek(&m->e[i]));
+        memcpy(k, uk.data, uk.size);
+        check_bound(ix, k, uk.size, seq, &bad);
+        check_bound(ix, k, uk.size, seq + 1, &bad);
+        check_bound(ix, k, uk.size, seq - 1, &bad);
+        check_bound(ix, k, uk.size, KW_MAX_SEQ, &bad);
+        k[uk.size] = '\0';
+        check_bound(ix, k, uk.size + 1, KW_MAX_SEQ, &bad);
+        if (uk.size > 0) {
+            check_bound(ix, k, uk.size - 1, 0, &bad);
+            k[uk.size - 1] = (char)((unsigned char)k[uk.size - 1] + 1);
+            check_bound(ix, k, uk.size, KW_MAX_SEQ, &bad);
+        }
+    }
+    for (int i = 0; i < 20000; i++) {
+        size_t n = rnd() % 24;
+        for (size_t j = 0; j < n; j++)
+            k[j] = (char)(rnd() % 4 == 0 ? 0xFF : rnd() % 3 == 0 ? 0 : 'a' + rnd() % 3);
+        check_bound(ix, k, n, rnd() % 100, &bad);
+    }
+    memset(k, 0xFF, 40);
+    check_bound(ix, k, 40, 0, &bad);
+    check_bound(ix, k, 0, KW_MAX_SEQ, &bad);
+    CHECK(bad == 0);
+}
+
+static void add_versions(model *m, const char *uk, size_t n, uint64_t *seq, int versions)
+{
+    for (int v = 0; v < versions; v++)
+        model_add(m, uk, n, (*seq)++, KW_TYPE_VALUE, 300);
+}
+
+/* The key sets: 0 = binary keys of 0..12 bytes (NULs, 0xFF, the empty key, one key in many
+ * versions); 1 = keys sharing 14 bytes; 2 = keys that differ only after 9 bytes equal between
+ * "A" and "B" (equal prefixes); 3 = 3-byte keys after a 20-byte shared part. */
+static void index_model(model *m, int set)
+{
+    uint64_t seq = 1;
+    char k[64];
+    for (int i = 0; i < 3000; i++) {
+        int n = 0;
+        if (set == 0) {
+            n = (int)(rnd() % 13);
+            for (int j = 0; j < n; j++)
+                k[j] = (char)(rnd() % 5 == 0 ? 0 : rnd() % 5 == 0 ? 0xFF : rnd());
+        } else if (set == 1) {
+            n = snprintf(k, sizeof k, "tenant-000042/%06d", (int)(rnd() % 1000000));
+        } else if (set == 2) {
+            n = snprintf(k, sizeof k, "Axxxxxxxx%05d", i);
+        } else {
+            n = snprintf(k, sizeof k, "%s%03d", "shared-part-20-bytes", i % 1000);
+        }
+        add_versions(m, k, (size_t)n, &seq, 1);
+    }
+    if (set == 0) {
+        add_versions(m, "", 0, &seq, 3);
+        add_versions(m, "\x80\0\0", 3, &seq, 60); /* one user key across several blocks */
+    }
+    if (set == 2) {
+        add_versions(m, "A", 1, &seq, 1);
+        add_versions(m, "B", 1, &seq, 1);
+    }
+    qsort(m->e, m->n, sizeof *m->e, cmp_entry);
+    size_t w = 0; /* drop repeated internal keys (random user keys can repeat) */
+    for (size_t i = 0; i < m->n; i++) {
+        if (w > 0 && kw_ikey_compare(ek(&m->e[w - 1]), ek(&m->e[i])) == 0) {
+            free(m->e[i].key);
+            free(m->e[i].val);
+            continue;
+        }
+        m->e[w++] = m->e[i];
+    }
+    m->n = w;
+}
+
+static bool has_equal_prefixes(const kw_table_index *ix)
+{
+    for (uint32_t i = 1; i < ix->nblocks; i++)
+        if (ix->prefix[i] == ix->prefix[i - 1])
+            return true;
+    return false;
+}
+
+static void test_index_prefix_search(void)
+{
+    static const uint32_t want_shared[] = {0, 14, 0, 20};
+    char *dir = ctest_tmpdir("table");
+    for (int set = 0; set < 4; set++) {
+        char name[32];
+        snprintf(name, sizeof name, "%06d.sst", 10 + set);
+        char *path = kw_join_path(dir, name), *err = NULL;
+        char **errp = &err;
+        model m = {0};
+        index_model(&m, set);
+        CHECK_OK(build(path, &m, NULL, NULL, &err), errp);
+        kw_table *t;
+        CHECK_OK(kw_table_open(path, (uint64_t)(10 + set), &t, &err), errp);
+        kw_index_ref r;
+        kw_cache_result res;
+        CHECK_OK(kw_table_index_acquire(t, &r, &res, &err), errp);
+        const kw_table_index *ix = r.array;
+        CHECK(ix != NULL && ix->nblocks > 50);
+        CHECK_EQ_U64(ix->shared_len, want_shared[set]);
+        if (set == 0 || set == 2)
+            CHECK(has_equal_prefixes(ix)); /* the whole-key tie-break runs */
+        check_index_search(&m, ix);
+        check_iteration(t, &m, 5);
+        kw_table_index_release(t, &r);
+        kw_table_unref(t);
+        model_free(&m);
+        free(path);
+        free(err);
+    }
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_block_roundtrip);
@@ -352,5 +502,6 @@ int main(void)
     RUN(test_table_mixed);
     RUN(test_table_many);
     RUN(test_compressed_index);
+    RUN(test_index_prefix_search);
     return ctest_summary();
 }
