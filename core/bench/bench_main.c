@@ -229,7 +229,7 @@ static void parse_args(config *c, int argc, char **argv)
     struct stat st;
     *c = (config){.benchmarks = DEFAULT_BENCHMARKS, .db = NULL, .mode = "prod",
                   .engines = "kiwi,leveldb,rocksdb", .num = 1000000, .reads = -1,
-                  .sync_num = 2000, .value_size = 100, .rounds = 3, .write_buffer_mb = 64,
+                  .sync_num = 2000, .value_size = 100, .rounds = 5, .write_buffer_mb = 64,
                   .cache_mb = 8, .index_cache_mb = 16, .bloom_cache_mb = 16, .bloom_bits = 10,
                   .block_size = 4096};
     c->markdown = stat("docs", &st) == 0 && S_ISDIR(st.st_mode) ? "docs/benchmarks.md" : NULL;
