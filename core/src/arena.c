@@ -30,9 +30,12 @@
  * clear_page_erms under new_block_locked), paid again for every memtable, since a freed 2 MiB
  * block goes back to the kernel. With the pool a memtable reuses the blocks of the one flushed
  * before it, and a db opened after another closed reuses the closed one's, as malloc's free
- * lists give a peer's freed 4 KiB arena blocks back without the kernel. Nothing needs zeroed
- * memory: the skip list and the memtable write every byte they read. The pool outlives closes
- * (bounded: 64 MiB, shown in stats as memory.memtable_pool); kw_arena_pool_trim frees it.
+ * lists give a peer's freed 4 KiB arena blocks back without the kernel. The pool holds two prod
+ * memtables: the active memtable fills while the previous one is being flushed, so with room for
+ * one it ran dry for part of every fill (and on this VM a fresh huge page costs 4-7 ms, the
+ * host backing it). Nothing needs zeroed memory: the skip list and the memtable write every
+ * byte they read. The pool outlives closes (bounded: 128 MiB, shown in stats as
+ * memory.memtable_pool); kw_arena_pool_trim frees it.
  */
 #include "arena.h"
 
@@ -48,7 +51,7 @@
 #define HUGE_PAGE ((size_t)2 << 20)
 #define HUGE_AFTER ((size_t)4 << 20)
 #define ARENA_ALIGN 8u
-#define POOL_MAX 32u /* huge blocks kept for reuse: 64 MiB, one prod memtable */
+#define POOL_MAX 64u /* huge blocks kept for reuse: 128 MiB, two prod memtables */
 
 typedef struct arena_block {
     struct arena_block *next; /* all blocks, newest first; guarded by the arena's mutex */

@@ -19,7 +19,7 @@ size_t kw_arena_memory_usage(const kw_arena *a); /* bytes allocated from the sys
 void kw_arena_destroy(kw_arena *a);  /* its 2 MiB blocks go to the pool below, while it has room */
 
 /* The process-wide pool of 2 MiB blocks that destroyed arenas leave for the next ones (at most
- * 64 MiB, kept across db closes; arena.c explains why): its bytes, and freeing all of it (tests
+ * 128 MiB, kept across db closes; arena.c explains why): its bytes, and freeing all of it (tests
  * start from an empty pool with it). Thread-safe. */
 size_t kw_arena_pool_bytes(void);
 void kw_arena_pool_trim(void);

@@ -222,11 +222,11 @@ static kw_arena *filled(size_t n, unsigned char tag, unsigned char ***out, size_
     return a;
 }
 
-/* A destroyed arena's 2 MiB blocks wait in the pool (at most 64 MiB) and the next arena takes
+/* A destroyed arena's 2 MiB blocks wait in the pool (at most 128 MiB) and the next arena takes
  * them; what it writes there is its own; trim frees the pool. */
 static void test_huge_block_pool(void)
 {
-    const size_t huge = (size_t)2 << 20, cap = (size_t)64 << 20;
+    const size_t huge = (size_t)2 << 20, cap = (size_t)128 << 20;
     kw_arena_pool_trim();
     CHECK_EQ_U64(kw_arena_pool_bytes(), 0);
     unsigned char **p, **q;
@@ -246,8 +246,8 @@ static void test_huge_block_pool(void)
     CHECK_EQ_U64(bad, 0);
     kw_arena_destroy(b);
     free(q);
-    /* more than the cap: the pool keeps 64 MiB and frees the rest */
-    kw_arena *big = filled((size_t)80 << 20, 1, &p, &np);
+    /* more than the cap: the pool keeps 128 MiB and frees the rest */
+    kw_arena *big = filled((size_t)150 << 20, 1, &p, &np);
     kw_arena_destroy(big);
     free(p);
     CHECK_EQ_U64(kw_arena_pool_bytes(), cap);
