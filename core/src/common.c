@@ -1,5 +1,5 @@
 /*
- * common.c: byte slices, the error idiom (kw_error), checked allocation and kw_buf.
+ * common.c: byte slices, the error idiom (kw_error), checked allocation, kw_buf and thread names.
  */
 #include "common.h"
 
@@ -18,6 +18,11 @@ int kw_slice_compare(kw_slice a, kw_slice b)
     if (a.size < b.size)
         return -1;
     return a.size > b.size ? 1 : 0;
+}
+
+void kw_name_thread(pthread_t t, const char *name)
+{
+    (void)pthread_setname_np(t, name); /* cosmetic: a failure changes nothing */
 }
 
 const char *kiwi_status_name(kiwi_status st)

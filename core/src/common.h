@@ -10,6 +10,7 @@
 #ifndef KW_COMMON_H
 #define KW_COMMON_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,11 @@ static inline kw_slice kw_slice_make(const char *data, size_t size)
 
 /* Bytewise three-way comparison (shorter prefix sorts first). */
 int kw_slice_compare(kw_slice a, kw_slice b);
+
+/* Names thread t as `top -H`, `ps -L`, /proc/<pid>/task/<tid>/comm and perf show it (Linux
+ * keeps 15 bytes). Called by the creator right after pthread_create, so the name is there when
+ * kiwi_open returns. The engine's threads: kiwi-flush, kiwi-compact, kiwi-commit. */
+void kw_name_thread(pthread_t t, const char *name);
 
 /* Formats "<status name>: <fmt...>" into *errmsg (freeing an older message) and returns st.
  * errmsg may be NULL. */

@@ -160,6 +160,7 @@ kiwi_status kw_compact_start_workers(kiwi_db *db, char **errmsg)
         if (rc != 0)
             return kw_error(errmsg, KIWI_IO_ERROR, "cannot start compaction thread: %s",
                             strerror(rc));
+        kw_name_thread(db->compactors[i], "kiwi-compact");
         db->ncompactors++;
     }
     pthread_mutex_lock(&db->mu);

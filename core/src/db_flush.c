@@ -232,6 +232,7 @@ kiwi_status kw_flush_start_workers(kiwi_db *db, char **errmsg)
             kw_flush_stop_workers(db);
             return kw_error(errmsg, KIWI_IO_ERROR, "cannot start flush thread: %s", strerror(rc));
         }
+        kw_name_thread(db->workers[i], "kiwi-flush");
         db->nworkers++;
     }
     return KIWI_OK;

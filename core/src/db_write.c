@@ -31,6 +31,7 @@ kiwi_status kw_db_start_committer(kiwi_db *db, char **errmsg)
     int rc = pthread_create(&db->committer, NULL, commit_thread, db);
     if (rc != 0)
         return kw_error(errmsg, KIWI_IO_ERROR, "cannot start the commit thread: %s", strerror(rc));
+    kw_name_thread(db->committer, "kiwi-commit");
     db->has_committer = true;
     return KIWI_OK;
 }

@@ -6,10 +6,12 @@
  * Recovery from a torn or preallocated WAL tail and a corrupt SSTable block are in
  * test_db_recovery.c; the shared open/put/get helpers in db_fixture.h.
  */
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ctest.h"
 #include "db_fixture.h"
@@ -514,6 +516,59 @@ static void test_get_into(void)
     ctest_rmtree(dir);
 }
 
+/* This process's threads whose name (/proc/<pid>/task/<tid>/comm) is `name`; all of its
+ * threads when name is NULL; -1 if /proc cannot be read. */
+static int threads_named(const char *name)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)getpid());
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char comm[384], line[64];
+        snprintf(comm, sizeof comm, "%s/%s/comm", path, e->d_name);
+        FILE *f = fopen(comm, "r");
+        if (f == NULL)
+            continue; /* the thread ended meanwhile */
+        if (fgets(line, sizeof line, f) != NULL) {
+            line[strcspn(line, "\n")] = '\0';
+            n += name == NULL || strcmp(line, name) == 0;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Each engine thread is named for top -H, ps -L and perf, one per configured worker, and all
+ * are gone after close. */
+static void test_thread_names(void)
+{
+    char *dir = ctest_tmpdir("db");
+    CHECK_EQ_U64(threads_named("kiwi-flush"), 0);
+    kiwi_options *o = kiwi_options_create("prod");
+    CHECK(kiwi_options_set(o, "flush_max_workers", "3", NULL) == KIWI_OK);
+    CHECK(kiwi_options_set(o, "compaction_workers", "2", NULL) == KIWI_OK);
+    kiwi_db *db = NULL;
+    CHECK(kiwi_open(dir, o, &db, NULL) == KIWI_OK);
+    kiwi_options_destroy(o);
+    CHECK_EQ_U64(threads_named("kiwi-flush"), 3);
+    CHECK_EQ_U64(threads_named("kiwi-compact"), 2);
+    CHECK_EQ_U64(threads_named("kiwi-commit"), 1);
+    CHECK(put(db, "k", 1, "v", 1) == 0);
+    CHECK(kiwi_close(db) == KIWI_OK);
+    CHECK_EQ_U64(threads_named("kiwi-flush") + threads_named("kiwi-compact") +
+                     threads_named("kiwi-commit"),
+                 0);
+    CHECK_EQ_U64(threads_named(NULL), 1); /* this thread only */
+    ctest_rmtree(dir);
+}
+
 int main(void)
 {
     RUN(test_basic);
@@ -524,5 +579,6 @@ int main(void)
     RUN(test_errors);
     RUN(test_close_with_open_handles);
     RUN(test_get_into);
+    RUN(test_thread_names);
     return ctest_summary();
 }
