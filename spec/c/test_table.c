@@ -2,9 +2,9 @@
  * test_table.c: blocks and SSTables: build from sorted internal keys, reopen, compare every get,
  * seek and iteration with a sorted-array model (table_model_fixture.h); properties; bloom;
  * truncated and damaged blocks; index keys stored prefix-compressed (the reader's copy path, and
- * no search in place); the index's key-prefix search against a scan. Corrupt tables, builder errors and injected I/O faults are in
- * test_table_faults.c; reads through a block cache are in test_table_cache.c (one thread) and
- * test_cache.c (threads).
+ * no search in place); the index's key-prefix search against a scan. Corrupt tables, builder
+ * errors and injected I/O faults are in test_table_faults.c; reads through a block cache are in
+ * test_table_cache.c (one thread) and test_cache.c (threads).
  */
 #include <stdint.h>
 #include <stdio.h>
