@@ -215,7 +215,7 @@ static void bi_seek_to_last(kw_iter *base)
  * never faults, even at an offset a corrupt restart array gives, and nothing is read through
  * them (the search itself checks every offset as before). */
 #define PREFETCH_RESTARTS_MAX 8u  /* blocks with more restarts (index-like) are left alone */
-#define PREFETCH_SCAN_BYTES 1024u /* ~8 entries of 100-byte values: half a restart interval */
+#define PREFETCH_SCAN_BYTES 1024u /* ~8 entries of 100-byte values: a whole restart interval */
 
 static void prefetch_restart_keys(const kw_block_iter *it)
 {

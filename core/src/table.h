@@ -73,7 +73,7 @@
 
 typedef struct {
     size_t block_size;       /* target uncompressed data block size, default 4096 */
-    int restart_interval;    /* default 16 */
+    int restart_interval;    /* default 8 (sstable.md §2) */
     double bloom_fpr;        /* default 0.01 */
 } kw_table_options;
 

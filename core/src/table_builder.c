@@ -37,7 +37,7 @@ struct kw_table_builder {
 void kw_table_options_default(kw_table_options *o)
 {
     o->block_size = 4096;
-    o->restart_interval = 16;
+    o->restart_interval = 8;
     o->bloom_fpr = 0.01;
 }
 
