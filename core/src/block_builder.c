@@ -45,14 +45,6 @@ static void push_restart(kw_block_builder *b, uint32_t off)
     b->restarts[b->nrestarts++] = off;
 }
 
-static size_t common_prefix(kw_slice a, kw_slice b)
-{
-    size_t n = a.size < b.size ? a.size : b.size, i = 0;
-    while (i < n && a.data[i] == b.data[i])
-        i++;
-    return i;
-}
-
 void kw_block_builder_add(kw_block_builder *b, kw_slice key, kw_slice value)
 {
     size_t shared = 0;
@@ -60,7 +52,7 @@ void kw_block_builder_add(kw_block_builder *b, kw_slice key, kw_slice value)
         push_restart(b, (uint32_t)b->buf.len);
         b->counter = 0;
     } else {
-        shared = common_prefix(kw_slice_make(b->last_key.data, b->last_key.len), key);
+        shared = kw_slice_common_prefix(kw_slice_make(b->last_key.data, b->last_key.len), key);
     }
     size_t non_shared = key.size - shared;
     char hdr[3 * KW_MAX_VARINT32];

@@ -20,6 +20,14 @@ int kw_slice_compare(kw_slice a, kw_slice b)
     return a.size > b.size ? 1 : 0;
 }
 
+size_t kw_slice_common_prefix(kw_slice a, kw_slice b)
+{
+    size_t n = a.size < b.size ? a.size : b.size, i = 0;
+    while (i < n && a.data[i] == b.data[i])
+        i++;
+    return i;
+}
+
 void kw_name_thread(pthread_t t, const char *name)
 {
     (void)pthread_setname_np(t, name); /* cosmetic: a failure changes nothing */

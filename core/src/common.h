@@ -32,6 +32,9 @@ static inline kw_slice kw_slice_make(const char *data, size_t size)
 /* Bytewise three-way comparison (shorter prefix sorts first). */
 int kw_slice_compare(kw_slice a, kw_slice b);
 
+/* The number of leading bytes a and b share. */
+size_t kw_slice_common_prefix(kw_slice a, kw_slice b);
+
 /* Names thread t as `top -H`, `ps -L`, /proc/<pid>/task/<tid>/comm and perf show it (Linux
  * keeps 15 bytes). Called by the creator right after pthread_create, so the name is there when
  * kiwi_open returns. The engine's threads: kiwi-flush, kiwi-compact, kiwi-commit. */

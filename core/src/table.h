@@ -192,17 +192,23 @@ typedef struct {
 /* The parsed index: one allocation holding this header, the entries, their key prefixes, then
  * copied key bytes. The search (kw_table_index_lower_bound) runs on the prefixes: every entry's
  * user key starts with the same shared_len bytes (those of entries[0].key), and prefix[i] holds
- * the next 8 bytes of entry i's user key, big-endian, zero-padded past its end. Prefixes order
+ * the next 8 bytes of entry i's user key, big-endian, zero-padded past its end
+ * (kw_table_index_prefixes). Prefixes order
  * as their keys do (prefix[i] < prefix[j] implies key i < key j); equal prefixes are told apart
  * by the whole keys. */
 typedef struct {
-    size_t bytes;           /* the whole allocation */
-    uint32_t nblocks;       /* == props.data_blocks */
-    uint32_t shared_len;    /* the user-key bytes all entries share */
-    kw_lease *lease;        /* a cache entry: the lease of the table that made it (one reference) */
-    const uint64_t *prefix; /* [nblocks], inside the allocation */
+    size_t bytes;        /* the whole allocation */
+    uint32_t nblocks;    /* == props.data_blocks */
+    uint32_t shared_len; /* the user-key bytes all entries share */
+    kw_lease *lease;     /* a cache entry: the lease of the table that made it (one reference) */
     kw_table_index_entry entries[];
 } kw_table_index;
+
+/* prefix[0..nblocks): right after the entries in the allocation. */
+static inline uint64_t *kw_table_index_prefixes(const kw_table_index *ix)
+{
+    return (uint64_t *)(ix->entries + ix->nblocks);
+}
 
 /* The allocation of an index of n entries with key_bytes of copied keys. */
 size_t kw_table_index_size(uint32_t n, size_t key_bytes);

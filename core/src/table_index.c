@@ -139,14 +139,6 @@ static uint64_t be_prefix(const char *p, size_t n)
     return w;
 }
 
-static size_t common_prefix(kw_slice a, kw_slice b)
-{
-    size_t n = a.size < b.size ? a.size : b.size, i = 0;
-    while (i < n && a.data[i] == b.data[i])
-        i++;
-    return i;
-}
-
 /* Sets shared_len and the prefixes of a filled index. The keys are sorted, so the bytes the
  * first and the last user keys share are shared by all. */
 static void set_prefixes(kw_table_index *ix)
@@ -154,12 +146,11 @@ static void set_prefixes(kw_table_index *ix)
     const kw_table_index_entry *e = ix->entries;
     kw_slice first = kw_ikey_user(kw_slice_make(e[0].key, e[0].key_len));
     kw_slice last = kw_ikey_user(kw_slice_make(e[ix->nblocks - 1].key, e[ix->nblocks - 1].key_len));
-    size_t shared = common_prefix(first, last);
+    size_t shared = kw_slice_common_prefix(first, last);
     ix->shared_len = (uint32_t)shared;
-    uint64_t *prefix = (uint64_t *)(e + ix->nblocks);
+    uint64_t *prefix = kw_table_index_prefixes(ix);
     for (uint32_t i = 0; i < ix->nblocks; i++)
         prefix[i] = be_prefix(e[i].key + shared, e[i].key_len - KW_TRAILER_SIZE - shared);
-    ix->prefix = prefix;
 }
 
 size_t kw_table_index_size(uint32_t n, size_t key_bytes)
@@ -196,11 +187,12 @@ uint32_t kw_table_index_lower_bound(const kw_table_index *ix, kw_slice target)
     if (c > 0)
         return ix->nblocks; /* after them */
     uint64_t want = be_prefix(u.data + shared, u.size - shared);
-    uint32_t lo = prefix_bound(ix->prefix, ix->nblocks, want, false);
-    if (lo == ix->nblocks || ix->prefix[lo] != want)
+    const uint64_t *prefix = kw_table_index_prefixes(ix);
+    uint32_t lo = prefix_bound(prefix, ix->nblocks, want, false);
+    if (lo == ix->nblocks || prefix[lo] != want)
         return lo;
     /* entries [lo, hi) have target's prefix: the whole keys decide among them */
-    uint32_t hi = lo + prefix_bound(ix->prefix + lo, ix->nblocks - lo, want, true);
+    uint32_t hi = lo + prefix_bound(prefix + lo, ix->nblocks - lo, want, true);
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (kw_ikey_compare(kw_slice_make(e[mid].key, e[mid].key_len), target) < 0)
@@ -218,7 +210,7 @@ static kiwi_status fill_index(const kw_table *t, kw_block_iter *it, kw_table_ind
                               bool copy_all, bool *inplace, char **errmsg)
 {
     kiwi_status st = KIWI_OK;
-    char *copy_pos = (char *)(ix->entries + ix->nblocks) + ix->nblocks * sizeof(uint64_t);
+    char *copy_pos = (char *)(kw_table_index_prefixes(ix) + ix->nblocks);
     uint32_t i = 0;
     for (kw_iter_seek_to_first(&it->base); st == KIWI_OK && it->valid; kw_iter_next(&it->base))
         st = add_index_entry(t, ix, i++, it, copy_all, &copy_pos, inplace, errmsg);
@@ -275,7 +267,6 @@ kiwi_status kw_table_build_index(const kw_table *t, kw_slice contents, bool copy
         ix->nblocks = (uint32_t)n;
         ix->shared_len = 0;
         ix->lease = NULL;
-        ix->prefix = NULL;
         st = fill_index(t, &it, ix, copy_all, inplace, errmsg);
     }
     kw_block_iter_cleanup(&it);

@@ -457,7 +457,7 @@ static void index_model(model *m, int set)
 static bool has_equal_prefixes(const kw_table_index *ix)
 {
     for (uint32_t i = 1; i < ix->nblocks; i++)
-        if (ix->prefix[i] == ix->prefix[i - 1])
+        if (kw_table_index_prefixes(ix)[i] == kw_table_index_prefixes(ix)[i - 1])
             return true;
     return false;
 }
