@@ -301,28 +301,35 @@ static void suspend_yielding(kiwi_db *db, uint64_t now)
 
 /* Yields the CPU in a loop until sem is posted (true: the post is taken), the budget passes or
  * the yields turn slow (false: the caller blocks instead). A post then finds the thread running,
- * not asleep: on a VM, waking a blocked thread costs tens of microseconds. */
+ * not asleep: on a VM, waking a blocked thread costs tens of microseconds. A yield is timed as
+ * soon as it returns, before the post is looked for: a contended yield lasts a time slice
+ * (milliseconds), long enough for the post to have come meanwhile, and it must suspend yielding
+ * all the same. */
 static bool yield_until_posted(kiwi_db *db, sem_t *sem, uint64_t budget_us)
 {
     if (budget_us == 0)
         return false;
-    uint64_t start = kw_now_micros(), last = start;
+    uint64_t start = kw_now_micros();
+    bool contended = false;
     int slow = 0;
     for (;;) {
         if (sem_trywait(sem) == 0) { /* yielding works: a later suspension starts short */
-            if (atomic_load_explicit(&db->yield_backoff_us, memory_order_relaxed) != 0)
+            if (!contended &&
+                atomic_load_explicit(&db->yield_backoff_us, memory_order_relaxed) != 0)
                 atomic_store_explicit(&db->yield_backoff_us, 0, memory_order_relaxed);
             return true;
         }
-        uint64_t t = kw_now_micros();
-        if (t - last > CONTENDED_YIELD_US) {
-            suspend_yielding(db, t);
+        uint64_t before = kw_now_micros();
+        if (contended || before - start >= budget_us)
+            return false;
+        kw_syscalls.sched_yield();
+        uint64_t took = kw_now_micros() - before;
+        if (took > CONTENDED_YIELD_US) {
+            suspend_yielding(db, before + took);
+            contended = true;
+        } else if (took > SLOW_YIELD_US && ++slow >= SLOW_YIELDS_MAX) {
             return false;
         }
-        if (t - start >= budget_us || (t - last > SLOW_YIELD_US && ++slow >= SLOW_YIELDS_MAX))
-            return false;
-        last = t;
-        sched_yield();
     }
 }
 

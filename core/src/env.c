@@ -4,7 +4,8 @@
  * (written with write(2) or through a mapping) are in env_file.c.
  *
  * Every system call that touches a file goes through the kw_syscalls table, the one seam where
- * tests inject faults (ENOSPC, EIO, short writes). Errors are born in kw_env_io_error(), which names the
+ * tests inject faults (ENOSPC, EIO, short writes); so does a sync writer's sched_yield, so a test can
+ * make a yield as slow as on a contended CPU. Errors are born in kw_env_io_error(), which names the
  * operation and the path: "io error: fsync /d/000005.log: Input/output error"; ENOSPC and EDQUOT
  * become KIWI_NO_SPACE. EINTR is retried everywhere except close(2) (Linux has already released
  * the descriptor). Every descriptor is opened with O_CLOEXEC.
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +40,7 @@ static int sys_open(const char *path, int flags, mode_t mode)
         .fdatasync = fdatasync, .fsync = fsync, .rename = rename, .unlink = unlink,               \
         .ftruncate = ftruncate, .mmap = mmap, .writev = writev, .munmap = munmap,                 \
         .fstat = fstat, .mkdir = mkdir, .fallocate = fallocate, .pwritev = pwritev,               \
+        .sched_yield = sched_yield,                                                               \
     }
 
 static const kw_syscall_table default_syscalls = KW_DEFAULT_SYSCALLS;

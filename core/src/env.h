@@ -39,6 +39,7 @@ typedef struct {
     int (*mkdir)(const char *path, mode_t mode);
     int (*fallocate)(int fd, int mode, off_t off, off_t len); /* kw_file_reserve (mode 0) */
     ssize_t (*pwritev)(int fd, const struct iovec *iov, int iovcnt, off_t off); /* synced appends */
+    int (*sched_yield)(void); /* a sync writer's yielding wait (db_group.c) */
 } kw_syscall_table;
 extern kw_syscall_table kw_syscalls;
 /* Restores the libc defaults. */

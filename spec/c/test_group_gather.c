@@ -5,8 +5,9 @@
  * record has finished (checked against a shadow of the WAL kept by kw_syscalls hooks, for both
  * wal_writes=write and wal_writes=mapped, and with sync_waits=block), and the gathering counters
  * are in the stats JSON. The sync_waits setting: "block" never yields; "yield" (the default)
- * yields while fdatasyncs are short; every sync wait is counted as one or the other; with every
- * CPU kept busy by other threads, yielding backs off (a yield lasts a whole fdatasync).
+ * yields while fdatasyncs are short; every sync wait is counted as one or the other; a yield as
+ * slow as on a busy CPU (made so through kw_syscalls) suspends yielding; with every CPU kept
+ * busy by other threads, sync writers still succeed.
  * kiwi_write_async and kiwi_write_nowait are tested in test_group_commit.c.
  */
 #include <pthread.h>
@@ -366,6 +367,67 @@ static void test_sync_waits_setting(void)
     ctest_rmtree(dir);
 }
 
+/* A disk whose fdatasync takes 100 us (the data stays in the page cache, which the reopen below
+ * reads) and a CPU on which every yield lasts 1.5 ms, as when another thread holds it: the
+ * engine's yields are made slow deterministically, through the kw_syscalls seam. */
+static atomic_int g_slow_yields;
+
+static int fast_fdatasync(int fd)
+{
+    (void)fd;
+    usleep(100);
+    return 0;
+}
+
+static int slow_yield(void)
+{
+    atomic_fetch_add(&g_slow_yields, 1);
+    usleep(1500);
+    return 0;
+}
+
+/* Every yield that lasts longer than a millisecond suspends yielding for every thread
+ * (sync_yield_backoffs counts each), even when the post came while it lasted (a yield ends
+ * after the fdatasync here); waits then block, and every put is there after a reopen. */
+static void test_contended_yield_suspends_yielding(void)
+{
+    char *dir = ctest_tmpdir("slowyield");
+    kiwi_db *db = dbtest_open(dir, "prod", NULL);
+    CHECK(db != NULL);
+    if (!db)
+        return;
+    atomic_store(&g_errors, 0);
+    kw_syscalls.fdatasync = fast_fdatasync;
+    run_sync_writers(db, WRITERS, false); /* times the (fast) fdatasyncs: yielding is on */
+    pthread_mutex_lock(&db->mu);
+    uint64_t sync_avg = db->sync_micros_avg;
+    pthread_mutex_unlock(&db->mu);
+    CHECK(sync_avg > 0 && sync_avg <= 500);
+    CHECK_EQ_U64(dbtest_stat(db, "sync_yield_backoffs"), 0);
+    unsigned long long blocked = dbtest_stat(db, "sync_waits_blocked");
+    atomic_store(&g_slow_yields, 0);
+    kw_syscalls.sched_yield = slow_yield;
+    run_sync_writers(db, WRITERS, false);
+    kw_syscalls_reset();
+    unsigned long long backoffs = dbtest_stat(db, "sync_yield_backoffs");
+    int slow = atomic_load(&g_slow_yields);
+    printf("slow yields: %d, each one suspending yielding: %llu backoffs (fdatasync ~%llu us)\n",
+           slow, backoffs, (unsigned long long)sync_avg);
+    CHECK(slow > 0);
+    CHECK_EQ_U64(backoffs, (unsigned long long)slow);
+    CHECK_EQ_U64(backoffs, atomic_load(&db->sync_yield_backoffs));
+    CHECK(atomic_load(&db->yield_backoff_us) >= 10000); /* YIELD_BACKOFF_MIN_US */
+    CHECK(dbtest_stat(db, "sync_waits_blocked") > blocked);
+    CHECK(atomic_load(&g_errors) == 0);
+    CHECK(kiwi_close(db) == KIWI_OK);
+    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
+    if (db) {
+        CHECK(missing_sync_keys(db, WRITERS) == 0);
+        kiwi_close(db);
+    }
+    ctest_rmtree(dir);
+}
+
 /* Busy threads, one per CPU, until g_hogs_stop. */
 static atomic_int g_hogs_stop;
 
@@ -378,11 +440,12 @@ static void *hog(void *arg)
     return NULL;
 }
 
-/* With every CPU busy with other threads, a yielding writer waits out their time slices (a yield
- * lasts milliseconds): yielding is suspended (sync_yield_backoffs) and the waits
- * block, every put still there after a reopen. The suspension is only checked where fdatasyncs
- * are short enough for yielding to be on at all. */
-static void test_sync_yield_backs_off_when_contended(void)
+/* With every CPU busy with other threads, sync writers still succeed, and every put is there
+ * after a reopen. Whether a hog's time slice lands inside a writer's yield (and so suspends
+ * yielding) is the scheduler's call: the count is printed, not checked. CI once saw 0 in 5 runs
+ * (fdatasync ~92 us) where this machine sees 3-4; the suspension itself is checked
+ * deterministically by test_contended_yield_suspends_yielding. */
+static void test_sync_writers_on_busy_cpus(void)
 {
     char *dir = ctest_tmpdir("syncbackoff");
     kiwi_db *db = dbtest_open(dir, "prod", NULL);
@@ -394,7 +457,6 @@ static void test_sync_yield_backs_off_when_contended(void)
     pthread_mutex_lock(&db->mu);
     uint64_t sync_avg = db->sync_micros_avg;
     pthread_mutex_unlock(&db->mu);
-    CHECK_EQ_U64(dbtest_stat(db, "sync_yield_backoffs"), atomic_load(&db->sync_yield_backoffs));
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     enum { MAX_HOGS = 64 };
     int nhogs = ncpu < 1 ? 1 : (ncpu > MAX_HOGS ? MAX_HOGS : (int)ncpu);
@@ -402,17 +464,14 @@ static void test_sync_yield_backs_off_when_contended(void)
     atomic_store(&g_hogs_stop, 0);
     for (int i = 0; i < nhogs; i++)
         pthread_create(&hogs[i], NULL, hog, NULL);
-    /* a slow yield (a hog's time slice, ~3 ms) suspends yielding; up to 5 runs to meet one */
-    for (int run = 0; run < 5 && dbtest_stat(db, "sync_yield_backoffs") == 0; run++)
+    for (int run = 0; run < 3; run++)
         run_sync_writers(db, WRITERS, false);
     atomic_store(&g_hogs_stop, 1);
     for (int i = 0; i < nhogs; i++)
         pthread_join(hogs[i], NULL);
-    unsigned long long backoffs = dbtest_stat(db, "sync_yield_backoffs");
     printf("sync yield backoffs with %d busy threads: %llu (fdatasync ~%llu us)\n", nhogs,
-           backoffs, (unsigned long long)sync_avg);
-    if (sync_avg > 0 && sync_avg <= 500)
-        CHECK(backoffs > 0);
+           dbtest_stat(db, "sync_yield_backoffs"), (unsigned long long)sync_avg);
+    CHECK_EQ_U64(dbtest_stat(db, "sync_yield_backoffs"), atomic_load(&db->sync_yield_backoffs));
     CHECK(atomic_load(&g_errors) == 0);
     CHECK(kiwi_close(db) == KIWI_OK);
     CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
@@ -472,7 +531,8 @@ int main(void)
     RUN(test_sync_ack_after_fdatasync_mapped);
     RUN(test_sync_ack_after_fdatasync_blocking);
     RUN(test_sync_waits_setting);
-    RUN(test_sync_yield_backs_off_when_contended);
+    RUN(test_contended_yield_suspends_yielding);
+    RUN(test_sync_writers_on_busy_cpus);
     RUN(test_gather_stats);
     return ctest_summary();
 }
