@@ -311,10 +311,11 @@ static bool yield_until_posted(kiwi_db *db, sem_t *sem, uint64_t budget_us)
         return false;
     uint64_t start = kw_now_micros();
     bool contended = false;
-    int slow = 0;
+    int yields = 0, slow = 0;
     for (;;) {
-        if (sem_trywait(sem) == 0) { /* yielding works: a later suspension starts short */
-            if (!contended &&
+        if (sem_trywait(sem) == 0) {
+            /* after fast yields, yielding works: a later suspension starts short */
+            if (yields > 0 && !contended &&
                 atomic_load_explicit(&db->yield_backoff_us, memory_order_relaxed) != 0)
                 atomic_store_explicit(&db->yield_backoff_us, 0, memory_order_relaxed);
             return true;
@@ -323,6 +324,7 @@ static bool yield_until_posted(kiwi_db *db, sem_t *sem, uint64_t budget_us)
         if (contended || before - start >= budget_us)
             return false;
         kw_syscalls.sched_yield();
+        yields++;
         uint64_t took = kw_now_micros() - before;
         if (took > CONTENDED_YIELD_US) {
             suspend_yielding(db, before + took);

@@ -402,20 +402,23 @@ static void test_contended_yield_suspends_yielding(void)
     pthread_mutex_lock(&db->mu);
     uint64_t sync_avg = db->sync_micros_avg;
     pthread_mutex_unlock(&db->mu);
-    CHECK(sync_avg > 0 && sync_avg <= 500);
-    CHECK_EQ_U64(dbtest_stat(db, "sync_yield_backoffs"), 0);
+    CHECK(sync_avg > 0 && sync_avg <= 1000); /* yielding is on (SPIN_SYNC_MAX_US) */
+    /* (a real yield may have been slow already: under TSan the other writers keep the CPUs busy) */
+    unsigned long long backoffs0 = dbtest_stat(db, "sync_yield_backoffs");
     unsigned long long blocked = dbtest_stat(db, "sync_waits_blocked");
+    atomic_store(&db->yield_resume_at, 0); /* no suspension left from the first run */
+    atomic_store(&db->yield_backoff_us, 0);
     atomic_store(&g_slow_yields, 0);
     kw_syscalls.sched_yield = slow_yield;
     run_sync_writers(db, WRITERS, false);
     kw_syscalls_reset();
-    unsigned long long backoffs = dbtest_stat(db, "sync_yield_backoffs");
+    unsigned long long backoffs = dbtest_stat(db, "sync_yield_backoffs") - backoffs0;
     int slow = atomic_load(&g_slow_yields);
     printf("slow yields: %d, each one suspending yielding: %llu backoffs (fdatasync ~%llu us)\n",
            slow, backoffs, (unsigned long long)sync_avg);
     CHECK(slow > 0);
     CHECK_EQ_U64(backoffs, (unsigned long long)slow);
-    CHECK_EQ_U64(backoffs, atomic_load(&db->sync_yield_backoffs));
+    CHECK_EQ_U64(backoffs0 + backoffs, atomic_load(&db->sync_yield_backoffs));
     CHECK(atomic_load(&db->yield_backoff_us) >= 10000); /* YIELD_BACKOFF_MIN_US */
     CHECK(dbtest_stat(db, "sync_waits_blocked") > blocked);
     CHECK(atomic_load(&g_errors) == 0);
