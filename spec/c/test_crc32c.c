@@ -129,6 +129,43 @@ static void test_hw_matches_portable(void)
     CHECK_EQ_U64(mismatches, 0);
 }
 
+/* Buffers long enough for the hardware path's three-stream rounds (3 x 8 KiB, then 3 x 256
+ * bytes): lengths at and around each round's boundaries, and random ones, at every alignment and
+ * with a random seed, agree with the portable path. */
+static void test_hw_matches_portable_long(void)
+{
+    enum { MAXLEN = 3 * 3 * 8192 + 3 * 256 + 100, SLACK = 8 };
+    static unsigned char buf[MAXLEN + SLACK];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (unsigned char)next_random();
+    static const size_t edges[] = {3 * 256,         3 * 8192 - 1,   3 * 8192,
+                                   3 * 8192 + 1,    3 * 8192 + 767, 3 * 8192 + 768,
+                                   3 * 8192 + 775,  6 * 8192,       6 * 8192 + 3 * 256 + 7,
+                                   9 * 8192 - 8,    9 * 8192,       MAXLEN};
+    int mismatches = 0, checked = 0;
+    for (size_t off = 0; off < SLACK; off++) {
+        for (size_t i = 0; i < sizeof edges / sizeof edges[0] + 40; i++) {
+            size_t len = i < sizeof edges / sizeof edges[0]
+                             ? edges[i]
+                             : (size_t)next_random() % (MAXLEN + 1);
+            uint32_t seed = (uint32_t)next_random();
+            uint32_t a = kw_crc32c_extend(seed, buf + off, len);
+            uint32_t b = kw_crc32c_portable(seed, buf + off, len);
+            checked++;
+            if (a != b && mismatches++ < 5)
+                fprintf(stderr, "mismatch at offset %zu length %zu: %08x vs %08x\n", off, len,
+                        a, b);
+        }
+    }
+    CHECK(checked > 400);
+    CHECK_EQ_U64(mismatches, 0);
+    /* a long buffer in uneven pieces equals the whole */
+    uint32_t whole = kw_crc32c(buf, MAXLEN);
+    uint32_t pieces = kw_crc32c_extend(kw_crc32c_extend(kw_crc32c(buf, 5000), buf + 5000, 30000),
+                                       buf + 35000, MAXLEN - 35000);
+    CHECK_EQ_U64(pieces, whole);
+}
+
 static void test_detects_single_bit_flips(void)
 {
     unsigned char buf[64];
@@ -150,6 +187,7 @@ int main(void)
     RUN(test_portable_vectors);
     RUN(test_extend_in_pieces);
     RUN(test_hw_matches_portable);
+    RUN(test_hw_matches_portable_long);
     RUN(test_detects_single_bit_flips);
     return ctest_summary();
 }
