@@ -6,7 +6,8 @@
  * fallocate gives a plain write(2) log; and a failed fallocate or mmap fails the append with
  * nothing written, the records before it intact and the log refusing further appends. Synced
  * appends (kw_wal_writer_add_synced) reach a mapped log with pwritev(2), interleave with copies
- * in order, and a failed one is sticky; a plain log's synced appends use write/writev. At the
+ * in order, and a failed one is sticky; a plain log's synced appends use write/writev. Copies
+ * fault in the 64 KiB ahead of them at once; synced appends do not. At the
  * db level: the wal_writes setting, its default, a live change taking effect at the next WAL;
  * sync writes from several threads on a mapped WAL, all back after a reopen.
  */
@@ -314,6 +315,94 @@ static int fallocate_unsupported(int fd, int mode, off_t off, off_t len)
     return -1;
 }
 
+/* KiB of this process's mappings of path that its page tables map (Rss in /proc/self/smaps),
+ * or -1 when no mapping of path was found. */
+static long mapped_rss_kib(const char *path)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (f == NULL)
+        return -1;
+    char line[4096];
+    long total = -1;
+    bool in_path = false;
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strlen(line);
+        if (len > 0 && line[len - 1] == '\n')
+            line[--len] = '\0';
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            size_t plen = strlen(path);
+            in_path = len >= plen && strcmp(line + len - plen, path) == 0;
+            continue;
+        }
+        long kib;
+        if (in_path && sscanf(line, "Rss: %ld kB", &kib) == 1)
+            total = (total < 0 ? 0 : total) + kib;
+    }
+    fclose(f);
+    return total;
+}
+
+/* A copy into the mapping first maps the pages from the populated mark to 64 KiB past its end
+ * (or the window's end) at once (MADV_POPULATE_WRITE), where the copy alone would fault in its
+ * own page: the mapping's Rss is 64 KiB after 100 bytes (4 KiB without), and 64 KiB ahead plus
+ * the copy's pages after a copy past the first window (remapped). Synced appends (pwritev) map
+ * nothing: the window of a log written only with sync has no page in the page tables. */
+static void test_mapped_populates_ahead(void)
+{
+    if (sysconf(_SC_PAGESIZE) != 4096) { /* the sizes below assume 4 KiB pages */
+        printf("note: page size %ld: skipped\n", sysconf(_SC_PAGESIZE));
+        return;
+    }
+#ifdef MADV_POPULATE_WRITE
+    void *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    bool kernel_has_it = probe != MAP_FAILED && madvise(probe, 4096, MADV_POPULATE_WRITE) == 0;
+    if (probe != MAP_FAILED)
+        munmap(probe, 4096);
+#else
+    bool kernel_has_it = false;
+#endif
+    if (!kernel_has_it) { /* before Linux 5.14: pages fault in one at a time, as before */
+        printf("note: no MADV_POPULATE_WRITE here: skipped\n");
+        return;
+    }
+    char *dir = ctest_tmpdir("walmappop");
+    char *path = kw_join_path(dir, "000031.log");
+    kw_file *f = NULL;
+    char *err = NULL, **errp = &err;
+    CHECK_OK(kw_file_create_mapped(path, 65536, &f, &err), errp);
+    CHECK(f != NULL && kw_file_is_mapped(f));
+    if (f) {
+        CHECK_EQ_U64(mapped_rss_kib(path), 0); /* mapped, nothing faulted in */
+        char rec[100];
+        memset(rec, 'r', sizeof rec);
+        CHECK_OK(kw_file_append(f, rec, sizeof rec, &err), errp);
+        long rss = mapped_rss_kib(path);
+        printf("mapped after 100 bytes: %ld KiB\n", rss);
+        CHECK_EQ_U64(rss, 64);
+        CHECK_OK(kw_file_reserve(f, 256 * 1024, &err), errp); /* as the WAL writer's steps */
+        while (kw_file_size(f) + sizeof rec <= 64 * 1024)
+            CHECK_OK(kw_file_append(f, rec, sizeof rec, &err), errp);
+        CHECK_OK(kw_file_append(f, rec, sizeof rec, &err), errp); /* past the window: remapped */
+        rss = mapped_rss_kib(path);
+        printf("mapped after the remap: %ld KiB\n", rss);
+        CHECK(rss >= 64 + 4 && rss <= 64 + 8); /* the copy's 1-2 pages and 64 KiB ahead */
+        CHECK_OK(kw_file_close(f, &err), errp);
+    }
+    char *spath = kw_join_path(dir, "000032.log");
+    CHECK_OK(kw_file_create_mapped(spath, 65536, &f, &err), errp);
+    if (f) {
+        kw_slice part = kw_slice_make("synced record", 13);
+        for (int i = 0; i < 10; i++)
+            CHECK_OK(kw_file_appendv_synced(f, &part, 1, &err), errp);
+        CHECK_EQ_U64(mapped_rss_kib(spath), 0);
+        CHECK_OK(kw_file_close(f, &err), errp);
+    }
+    free(spath);
+    free(path);
+    ctest_rmtree(dir);
+}
+
 static void test_mapped_without_fallocate(void)
 {
     char *dir = ctest_tmpdir("walmapplain");
@@ -506,6 +595,7 @@ int main(void)
     RUN(test_mapped_mmap_fails);
     RUN(test_mapped_synced_appends);
     RUN(test_mapped_synced_append_fails);
+    RUN(test_mapped_populates_ahead);
     RUN(test_db_wal_writes_setting);
     return ctest_summary();
 }
