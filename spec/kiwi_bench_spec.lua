@@ -58,7 +58,7 @@ describe("kiwi.bench", function()
 
   it("writes the documented keys and values (fillbatch: key i gets value i % 4096)", function()
     local dir = helper.tmpdir()
-    bench.run({ num = 2500, rounds = 1, c_bench = false, modes = { "blocking" },
+    bench.run({ num = 2500, rounds = 1, settle = false, c_bench = false, modes = { "blocking" },
       workloads = { "fillbatch" }, sync_tasks = {}, dir = dir, out = quiet, seed = 7 })
     math.randomseed(7) -- the values are drawn from the generator the run seeded
     local vals = bench_workloads.value_maker(100)
@@ -77,7 +77,7 @@ describe("kiwi.bench", function()
   it("passes no write options unless the settings make writes sync by default", function()
     local dir = helper.tmpdir()
     -- sync_writes = true: the non-sync workloads must pass { sync = false } to stay non-sync
-    local res = bench.run({ num = 300, rounds = 1, c_bench = false, modes = { "blocking" },
+    local res = bench.run({ num = 300, rounds = 1, settle = false, c_bench = false, modes = { "blocking" },
       workloads = { "fillrandom", "readrandom" }, sync_tasks = {}, dir = dir, out = quiet,
       settings = { sync_writes = true } })
     local by = rows_by(res)
@@ -112,7 +112,7 @@ describe("kiwi.bench", function()
       assert.is_truthy(msg:find(bad[3], 1, true), msg)
     end
     -- bench.run with the C bench: ratios to the C figures of the same settings
-    local res = bench.run({ num = 400, rounds = 1, c_bench = path, modes = { "blocking" },
+    local res = bench.run({ num = 400, rounds = 1, settle = false, c_bench = path, modes = { "blocking" },
       workloads = { "fillseq", "readrandom" }, sync_tasks = {}, dir = helper.tmpdir(),
       out = quiet, settings = { block_cache_data_mb = 4 } })
     assert.is_true(res.c.fillseq > 0 and res.c.readrandom > 0)
@@ -152,6 +152,55 @@ describe("kiwi.bench", function()
       assert.is_true(n >= 9, line)
       assert.matches("^mode `" .. mode .. "`", line)
     end
+  end)
+
+  it("waits for the background work a workload leaves before the next one (settle)", function()
+    -- a db with 64 KiB memtables and L0 compaction at 2 files: 6 MiB of puts leave flushes and
+    -- compactions running when the loop ends
+    local dir = helper.tmpdir()
+    local db = assert(kiwi.open(dir, { mode = "dev", max_memtable_size_mb = 0.0625,
+      l0_compaction_threshold = 2 }))
+    local v = string.rep("v", 1000)
+    for i = 1, 6000 do
+      assert(db:put(string.format("k%06d", (i * 7919) % 6000), v))
+    end
+    local t0 = require("luv").hrtime()
+    bench.settle()
+    local secs = (require("luv").hrtime() - t0) / 1e9
+    local st = db:stats()
+    assert.equal(0, st.compactions_running)
+    assert.equal(0, st.immutable_memtables)
+    assert.is_true(st.compactions > 0, "no compaction ran")
+    -- at least one quiet 200 ms window, and not the 600 s bound
+    assert.is_true(secs >= 0.2 and secs < 60, tostring(secs))
+    -- nothing more happens afterwards: the counters stay where settle left them
+    require("luv").sleep(300)
+    local st2 = db:stats()
+    assert.equal(st.compactions, st2.compactions)
+    assert.equal(st.flushes, st2.flushes)
+    assert.is_true(db:close())
+    -- a thread of this process that writes a file for 1.2 s (64 KiB every 20 ms): settle waits
+    -- until it has stopped, where a single 200 ms window would not
+    local uv = require("luv")
+    local path = helper.tmpdir() .. "/busy"
+    local th = uv.new_thread(function(p)
+      local luv = require("luv")
+      local f = assert(io.open(p, "wb"))
+      local chunk = string.rep("x", 65536)
+      local t = luv.hrtime()
+      while luv.hrtime() - t < 1.2e9 do
+        f:write(chunk)
+        f:flush()
+        luv.sleep(20)
+      end
+      f:close()
+    end, path)
+    uv.sleep(50)
+    t0 = uv.hrtime()
+    bench.settle()
+    secs = (uv.hrtime() - t0) / 1e9
+    th:join()
+    assert.is_true(secs >= 1.1, "settle returned after " .. secs .. " s while the thread wrote")
   end)
 
   it("refuses an unknown workload and a bad key source with a clear error", function()

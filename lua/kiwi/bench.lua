@@ -15,7 +15,8 @@
 -- fillrandom, fillbatch (1000 puts per batch) and fillsync (`sync_num` random sync puts) start
 -- from an empty db; overwrite, readrandom (`num` random gets) and readseq (one db:scan over the
 -- db, ops = pairs) run on the db the previous ones left; after every writing workload db:flush()
--- runs outside the timed region. Keys (and the random order of the random workloads) are made
+-- runs outside the timed region, and after every workload the bench waits for the background
+-- work to end (settle), as the C bench does. Keys (and the random order of the random workloads) are made
 -- before the timed loops unless `keys = "format"` (see key_source in kiwi.bench_workloads). When
 -- the C figures are known (opts.c, or measured by running the C bench with the same workloads and
 -- num), each row shows the Lua/C ratio.
@@ -114,6 +115,37 @@ local function sync_disks()
   os.execute("sync")
 end
 
+-- Waits, untimed, until the engine's background threads are idle, by the C bench's rule
+-- (settle in core/bench/bench_main.c): a 200 ms window in which the process wrote nothing to
+-- storage (write_bytes of /proc/self/io) and used under 10 ms of CPU (os.clock: every thread of
+-- the process), or 600 s. Without it a workload ran beside the compactions the previous one
+-- started, which the C workload it is compared with never does. Where /proc/self/io is not
+-- readable, the CPU test alone decides.
+local SETTLE_WINDOW_MS, SETTLE_CPU_SECS, SETTLE_MAX_SECS = 200, 0.01, 600
+
+local function process_write_bytes()
+  local f = io.open("/proc/self/io", "r")
+  if not f then
+    return 0
+  end
+  local text = f:read("a")
+  f:close()
+  return tonumber(text:match("\nwrite_bytes:%s*(%d+)")) or 0
+end
+
+local function settle()
+  local t0 = uv.hrtime()
+  local w0, c0 = process_write_bytes(), os.clock()
+  repeat
+    kiwi.sleep(SETTLE_WINDOW_MS)
+    local w1, c1 = process_write_bytes(), os.clock()
+    local quiet = w1 == w0 and c1 - c0 < SETTLE_CPU_SECS
+    w0, c0 = w1, c1
+  until quiet or (uv.hrtime() - t0) / 1e9 > SETTLE_MAX_SECS
+end
+
+M.settle = settle -- for the spec
+
 -- Runs the workload list one way; returns rows { workload, mode, ops, secs }.
 local function run_mode(c, mode)
   local tasks = mode == "tasks64" and 64 or 1
@@ -139,6 +171,9 @@ local function run_mode(c, mode)
     local syncs = c.db:stats().wal_syncs - syncs0
     if WRITES[w] then
       check(c.db:flush())
+    end
+    if c.settle then
+      settle()
     end
     local row = { workload = w, mode = mode, ops = n, secs = secs, ops_per_s = n / secs,
       note = c.note, syncs = syncs }
@@ -347,7 +382,9 @@ end
 --   `out` (function(text), default io.write); `seed` (42); `rounds` (1): the C bench and each
 --   way run this many times, interleaved (C, blocking, task, tasks64; C, blocking, ...), and
 --   every figure is the median; `keys` ("table": all keys made before the timed loops, as cheap
---   per operation as the C bench's; "format": string.format per operation).
+--   per operation as the C bench's; "format": string.format per operation); `settle` (true:
+--   after each workload, wait until the background work has ended, as the C bench does; false
+--   skips the wait, for tests).
 -- @return { rows = {...}, sync = {...}, c = {...} | nil, num = n, ... }
 function M.run(opts)
   opts = from_cli(opts or {})
@@ -363,6 +400,7 @@ function M.run(opts)
     -- costs the binding a field lookup (~180 instructions a put, callgrind).
     nosync = (opts.settings or {}).sync_writes and { sync = false } or nil,
     sync = { sync = true },
+    settle = opts.settle ~= false,
   }
   for _, w in ipairs(c.workloads) do
     if not ops[w] then
