@@ -2,7 +2,7 @@
  * crc32c.c: CRC-32C (Castagnoli), the checksum of every WAL record, manifest record and SSTable
  * block. Two implementations that must agree bit for bit:
  *   - hardware: the SSE4.2 crc32 instruction, 8 bytes per step, three streams at once over
- *     buffers of 768 bytes and more (x86-64 only);
+ *     buffers of 776 bytes and more (x86-64 only);
  *   - portable: slicing-by-8 over eight 256-entry tables built once at first use.
  * The choice between them is made once per process (pthread_once), so every caller after the
  * first pays one already-done check.

@@ -4,11 +4,11 @@
  * (written with write(2) or through a mapping) are in env_file.c.
  *
  * Every system call that touches a file goes through the kw_syscalls table, the one seam where
- * tests inject faults (ENOSPC, EIO, short writes); so does a sync writer's sched_yield, so a test can
- * make a yield as slow as on a contended CPU. Errors are born in kw_env_io_error(), which names the
- * operation and the path: "io error: fsync /d/000005.log: Input/output error"; ENOSPC and EDQUOT
- * become KIWI_NO_SPACE. EINTR is retried everywhere except close(2) (Linux has already released
- * the descriptor). Every descriptor is opened with O_CLOEXEC.
+ * tests inject faults (ENOSPC, EIO, short writes); so does a sync writer's sched_yield, so that
+ * a test can make a yield as slow as on a contended CPU. Errors are born in kw_env_io_error(),
+ * which names the operation and the path: "io error: fsync /d/000005.log: Input/output error";
+ * ENOSPC and EDQUOT become KIWI_NO_SPACE. EINTR is retried everywhere except close(2) (Linux has
+ * already released the descriptor). Every descriptor is opened with O_CLOEXEC.
  */
 #include "env.h"
 #include "env_internal.h"
