@@ -179,28 +179,31 @@ describe("kiwi.bench", function()
     assert.equal(st.compactions, st2.compactions)
     assert.equal(st.flushes, st2.flushes)
     assert.is_true(db:close())
-    -- a thread of this process that writes a file for 1.2 s (64 KiB every 20 ms): settle waits
-    -- until it has stopped, where a single 200 ms window would not
+    -- a timer of this process's loop that writes a file for 1.2 s (64 KiB every 20 ms) while
+    -- settle runs in a task (its waits then let the loop run): settle waits until the writing
+    -- has stopped, where a single 200 ms window would not
     local uv = require("luv")
-    local path = helper.tmpdir() .. "/busy"
-    local th = uv.new_thread(function(p)
-      local luv = require("luv")
-      local f = assert(io.open(p, "wb"))
-      local chunk = string.rep("x", 65536)
-      local t = luv.hrtime()
-      while luv.hrtime() - t < 1.2e9 do
+    local f = assert(io.open(helper.tmpdir() .. "/busy", "wb"))
+    local chunk = string.rep("x", 65536)
+    local timer = uv.new_timer()
+    local started = uv.hrtime()
+    timer:start(0, 20, function()
+      if uv.hrtime() - started < 1.2e9 then
         f:write(chunk)
         f:flush()
-        luv.sleep(20)
+      else
+        timer:stop()
       end
-      f:close()
-    end, path)
-    uv.sleep(50)
-    t0 = uv.hrtime()
-    bench.settle()
-    secs = (uv.hrtime() - t0) / 1e9
-    th:join()
-    assert.is_true(secs >= 1.1, "settle returned after " .. secs .. " s while the thread wrote")
+    end)
+    kiwi.run(function()
+      t0 = uv.hrtime()
+      bench.settle()
+      secs = (uv.hrtime() - t0) / 1e9
+    end)
+    timer:close()
+    uv.run("nowait") -- the close completes before the loop is torn down
+    f:close()
+    assert.is_true(secs >= 1.1, "settle returned after " .. secs .. " s while the timer wrote")
   end)
 
   it("refuses an unknown workload and a bad key source with a clear error", function()
