@@ -328,6 +328,23 @@ static void note_gathers(char *out, const char *s0, const char *s1)
                     d[1], d[2], (double)d[3] / (double)d[0]);
 }
 
+/* How sync writers' waits ended (write_path.md, "Waiting by yielding"), when any did. */
+static void note_sync_waits(char *out, const char *s0, const char *s1)
+{
+    static const char *const names[] = {"sync_waits_yielded", "sync_waits_blocked",
+                                        "sync_yield_backoffs"};
+    long long d[3];
+    for (int i = 0; i < 3; i++) {
+        long long a = stat_num(s0, "{", names[i]), c = stat_num(s1, "{", names[i]);
+        if (a < 0 || c < 0)
+            return;
+        d[i] = c - a;
+    }
+    if (d[0] + d[1] > 0)
+        note_append(out, "sync waits %lld yielded, %lld blocked, %lld back-offs", d[0], d[1],
+                    d[2]);
+}
+
 static void note_counters(char *out, const char *s0, const char *s1, int counters)
 {
     static const char *const wnames[] = {"wal_syncs", "write_groups", "stalls", "compactions"};
@@ -339,8 +356,10 @@ static void note_counters(char *out, const char *s0, const char *s1, int counter
         if (a >= 0 && c >= 0)
             note_append(out, "%s %lld", names[i], c - a);
     }
-    if (counters == 1)
+    if (counters == 1) {
         note_gathers(out, s0, s1);
+        note_sync_waits(out, s0, s1);
+    }
     if (counters == 2) {
         long long ix = stat_num(s1, "\"memory\":", "block_cache_index");
         long long bl = stat_num(s1, "\"memory\":", "block_cache_bloom");
