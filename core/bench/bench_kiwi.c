@@ -311,19 +311,26 @@ static long long stat_num(const char *json, const char *after, const char *name)
     return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
 }
 
+/* d[i] = the growth of counter names[i] from s0 to s1; false if one is missing. */
+static bool stat_deltas(const char *s0, const char *s1, const char *const *names, int n,
+                        long long *d)
+{
+    for (int i = 0; i < n; i++) {
+        long long a = stat_num(s0, "{", names[i]), c = stat_num(s1, "{", names[i]);
+        if (a < 0 || c < 0)
+            return false;
+        d[i] = c - a;
+    }
+    return true;
+}
+
 /* Group commit's gathering of synced groups (fillsync4), when the workload gathered at all. */
 static void note_gathers(char *out, const char *s0, const char *s1)
 {
     static const char *const names[] = {"gathers", "gather_handoffs", "gather_timeouts",
                                         "gather_micros"};
     long long d[4];
-    for (int i = 0; i < 4; i++) {
-        long long a = stat_num(s0, "{", names[i]), c = stat_num(s1, "{", names[i]);
-        if (a < 0 || c < 0)
-            return;
-        d[i] = c - a;
-    }
-    if (d[0] > 0)
+    if (stat_deltas(s0, s1, names, 4, d) && d[0] > 0)
         note_append(out, "gathers %lld (%lld handed over, %lld at the bound, %.0f us each)", d[0],
                     d[1], d[2], (double)d[3] / (double)d[0]);
 }
@@ -334,13 +341,7 @@ static void note_sync_waits(char *out, const char *s0, const char *s1)
     static const char *const names[] = {"sync_waits_yielded", "sync_waits_blocked",
                                         "sync_yield_backoffs"};
     long long d[3];
-    for (int i = 0; i < 3; i++) {
-        long long a = stat_num(s0, "{", names[i]), c = stat_num(s1, "{", names[i]);
-        if (a < 0 || c < 0)
-            return;
-        d[i] = c - a;
-    }
-    if (d[0] + d[1] > 0)
+    if (stat_deltas(s0, s1, names, 3, d) && d[0] + d[1] > 0)
         note_append(out, "sync waits %lld yielded, %lld blocked, %lld back-offs", d[0], d[1],
                     d[2]);
 }

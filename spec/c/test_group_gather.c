@@ -226,6 +226,42 @@ static int missing_sync_keys(kiwi_db *db, int nthreads)
     return missing;
 }
 
+/* The db's moving average of recent fdatasync times (what decides whether waits yield). */
+static uint64_t sync_avg_of(kiwi_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    uint64_t avg = db->sync_micros_avg;
+    pthread_mutex_unlock(&db->mu);
+    return avg;
+}
+
+/* Opens a prod db in a fresh directory `name`, runs the sync writers once (which times the
+ * fdatasyncs) and returns the average; *db is NULL (and checked) when it did not open. */
+static uint64_t open_and_time_syncs(const char *name, char **dir, kiwi_db **db)
+{
+    *dir = ctest_tmpdir(name);
+    *db = dbtest_open(*dir, "prod", NULL);
+    CHECK(*db != NULL);
+    if (*db == NULL)
+        return 0;
+    atomic_store(&g_errors, 0);
+    run_sync_writers(*db, WRITERS, false);
+    return sync_avg_of(*db);
+}
+
+/* No writer failed; closes db, and after a reopen every sync put is there; removes dir. */
+static void close_and_check_sync_keys(kiwi_db *db, char *dir)
+{
+    CHECK(atomic_load(&g_errors) == 0);
+    CHECK(kiwi_close(db) == KIWI_OK);
+    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
+    if (db) {
+        CHECK(missing_sync_keys(db, WRITERS) == 0);
+        kiwi_close(db);
+    }
+    ctest_rmtree(dir);
+}
+
 /* Four threads of sync puts share fdatasyncs: leaders gather, and groups have several members. A
  * lone sync writer never gathers, and after concurrent writers it gathers at most once (its first
  * group learns it is alone). */
@@ -340,9 +376,7 @@ static void test_sync_waits_setting(void)
     run_sync_writers(db, WRITERS, false);
     unsigned long long yielded = dbtest_stat(db, "sync_waits_yielded");
     unsigned long long blocked = dbtest_stat(db, "sync_waits_blocked");
-    pthread_mutex_lock(&db->mu);
-    uint64_t sync_avg = db->sync_micros_avg;
-    pthread_mutex_unlock(&db->mu);
+    uint64_t sync_avg = sync_avg_of(db);
     printf("sync_waits yield: %llu waits ended yielding, %llu blocked (fdatasync ~%llu us)\n",
            yielded, blocked, (unsigned long long)sync_avg);
     CHECK(yielded + blocked > 0);
@@ -391,17 +425,14 @@ static int slow_yield(void)
  * after the fdatasync here); waits then block, and every put is there after a reopen. */
 static void test_contended_yield_suspends_yielding(void)
 {
-    char *dir = ctest_tmpdir("slowyield");
-    kiwi_db *db = dbtest_open(dir, "prod", NULL);
-    CHECK(db != NULL);
-    if (!db)
-        return;
-    atomic_store(&g_errors, 0);
+    char *dir;
+    kiwi_db *db;
     kw_syscalls.fdatasync = fast_fdatasync;
-    run_sync_writers(db, WRITERS, false); /* times the (fast) fdatasyncs: yielding is on */
-    pthread_mutex_lock(&db->mu);
-    uint64_t sync_avg = db->sync_micros_avg;
-    pthread_mutex_unlock(&db->mu);
+    uint64_t sync_avg = open_and_time_syncs("slowyield", &dir, &db); /* the fast fdatasyncs */
+    if (!db) {
+        kw_syscalls_reset();
+        return;
+    }
     CHECK(sync_avg > 0 && sync_avg <= 1000); /* yielding is on (SPIN_SYNC_MAX_US) */
     /* (a real yield may have been slow already: under TSan the other writers keep the CPUs busy) */
     unsigned long long backoffs0 = dbtest_stat(db, "sync_yield_backoffs");
@@ -421,14 +452,7 @@ static void test_contended_yield_suspends_yielding(void)
     CHECK_EQ_U64(backoffs0 + backoffs, atomic_load(&db->sync_yield_backoffs));
     CHECK(atomic_load(&db->yield_backoff_us) >= 10000); /* YIELD_BACKOFF_MIN_US */
     CHECK(dbtest_stat(db, "sync_waits_blocked") > blocked);
-    CHECK(atomic_load(&g_errors) == 0);
-    CHECK(kiwi_close(db) == KIWI_OK);
-    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
-    if (db) {
-        CHECK(missing_sync_keys(db, WRITERS) == 0);
-        kiwi_close(db);
-    }
-    ctest_rmtree(dir);
+    close_and_check_sync_keys(db, dir);
 }
 
 /* Busy threads, one per CPU, until g_hogs_stop. */
@@ -450,16 +474,11 @@ static void *hog(void *arg)
  * deterministically by test_contended_yield_suspends_yielding. */
 static void test_sync_writers_on_busy_cpus(void)
 {
-    char *dir = ctest_tmpdir("syncbackoff");
-    kiwi_db *db = dbtest_open(dir, "prod", NULL);
-    CHECK(db != NULL);
+    char *dir;
+    kiwi_db *db;
+    uint64_t sync_avg = open_and_time_syncs("syncbackoff", &dir, &db);
     if (!db)
         return;
-    atomic_store(&g_errors, 0);
-    run_sync_writers(db, WRITERS, false); /* times the fdatasyncs */
-    pthread_mutex_lock(&db->mu);
-    uint64_t sync_avg = db->sync_micros_avg;
-    pthread_mutex_unlock(&db->mu);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     enum { MAX_HOGS = 64 };
     int nhogs = ncpu < 1 ? 1 : (ncpu > MAX_HOGS ? MAX_HOGS : (int)ncpu);
@@ -475,14 +494,7 @@ static void test_sync_writers_on_busy_cpus(void)
     printf("sync yield backoffs with %d busy threads: %llu (fdatasync ~%llu us)\n", nhogs,
            dbtest_stat(db, "sync_yield_backoffs"), (unsigned long long)sync_avg);
     CHECK_EQ_U64(dbtest_stat(db, "sync_yield_backoffs"), atomic_load(&db->sync_yield_backoffs));
-    CHECK(atomic_load(&g_errors) == 0);
-    CHECK(kiwi_close(db) == KIWI_OK);
-    CHECK(kiwi_open(dir, NULL, &db, NULL) == KIWI_OK);
-    if (db) {
-        CHECK(missing_sync_keys(db, WRITERS) == 0);
-        kiwi_close(db);
-    }
-    ctest_rmtree(dir);
+    close_and_check_sync_keys(db, dir);
 }
 
 /* The gathering counters are in the stats JSON, at 0 on a fresh db, and after four threads of
