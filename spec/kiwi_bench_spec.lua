@@ -58,7 +58,8 @@ describe("kiwi.bench", function()
 
   it("writes the documented keys and values (fillbatch: key i gets value i % 4096)", function()
     local dir = helper.tmpdir()
-    bench.run({ num = 2500, rounds = 1, settle = false, c_bench = false, modes = { "blocking" },
+    bench.run({ num = 2500, rounds = 1, c_bench = false, modes = { "blocking" },
+      settle = false,
       workloads = { "fillbatch" }, sync_tasks = {}, dir = dir, out = quiet, seed = 7 })
     math.randomseed(7) -- the values are drawn from the generator the run seeded
     local vals = bench_workloads.value_maker(100)
@@ -77,7 +78,8 @@ describe("kiwi.bench", function()
   it("passes no write options unless the settings make writes sync by default", function()
     local dir = helper.tmpdir()
     -- sync_writes = true: the non-sync workloads must pass { sync = false } to stay non-sync
-    local res = bench.run({ num = 300, rounds = 1, settle = false, c_bench = false, modes = { "blocking" },
+    local res = bench.run({ num = 300, rounds = 1, c_bench = false, modes = { "blocking" },
+      settle = false,
       workloads = { "fillrandom", "readrandom" }, sync_tasks = {}, dir = dir, out = quiet,
       settings = { sync_writes = true } })
     local by = rows_by(res)
@@ -112,7 +114,8 @@ describe("kiwi.bench", function()
       assert.is_truthy(msg:find(bad[3], 1, true), msg)
     end
     -- bench.run with the C bench: ratios to the C figures of the same settings
-    local res = bench.run({ num = 400, rounds = 1, settle = false, c_bench = path, modes = { "blocking" },
+    local res = bench.run({ num = 400, rounds = 1, c_bench = path, modes = { "blocking" },
+      settle = false,
       workloads = { "fillseq", "readrandom" }, sync_tasks = {}, dir = helper.tmpdir(),
       out = quiet, settings = { block_cache_data_mb = 4 } })
     assert.is_true(res.c.fillseq > 0 and res.c.readrandom > 0)

@@ -193,9 +193,8 @@ typedef struct {
  * copied key bytes. The search (kw_table_index_lower_bound) runs on the prefixes: every entry's
  * user key starts with the same shared_len bytes (those of entries[0].key), and prefix[i] holds
  * the next 8 bytes of entry i's user key, big-endian, zero-padded past its end
- * (kw_table_index_prefixes). Prefixes order
- * as their keys do (prefix[i] < prefix[j] implies key i < key j); equal prefixes are told apart
- * by the whole keys. */
+ * (kw_table_index_prefixes). Prefixes order as their keys do (prefix[i] < prefix[j] implies key
+ * i < key j); equal prefixes are told apart by the whole keys. */
 typedef struct {
     size_t bytes;        /* the whole allocation */
     uint32_t nblocks;    /* == props.data_blocks */

@@ -16,10 +16,10 @@
 -- from an empty db; overwrite, readrandom (`num` random gets) and readseq (one db:scan over the
 -- db, ops = pairs) run on the db the previous ones left; after every writing workload db:flush()
 -- runs outside the timed region, and after every workload the bench waits for the background
--- work to end (settle), as the C bench does. Keys (and the random order of the random workloads) are made
--- before the timed loops unless `keys = "format"` (see key_source in kiwi.bench_workloads). When
--- the C figures are known (opts.c, or measured by running the C bench with the same workloads and
--- num), each row shows the Lua/C ratio.
+-- work to end (settle), as the C bench does. Keys (and the random order of the random
+-- workloads) are made before the timed loops unless `keys = "format"` (see key_source in
+-- kiwi.bench_workloads). When the C figures are known (opts.c, or measured by running the C
+-- bench with the same workloads and num), each row shows the Lua/C ratio.
 --
 -- The workloads themselves (data and operations) live in kiwi.bench_workloads; this module runs
 -- them (ways, rounds, medians), runs and parses the C bench, and writes the reports.

@@ -330,7 +330,7 @@ static long mapped_rss_kib(const char *path)
         if (len > 0 && line[len - 1] == '\n')
             line[--len] = '\0';
         unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's first line */
             size_t plen = strlen(path);
             in_path = len >= plen && strcmp(line + len - plen, path) == 0;
             continue;
