@@ -63,8 +63,11 @@ static kw_sl_node *sl_alloc_node(kw_arena *arena, int height, size_t entry_size)
 
 /* ---- random heights ----------------------------------------------------------------------- */
 
-/* Per-thread xorshift64 state: the only mutable state outside a list, and private to a thread. */
-static _Thread_local uint64_t sl_rng_state;
+/* Per-thread xorshift64 state: the only mutable state outside a list, and private to a thread.
+ * The initial-exec model makes it a fixed offset from the thread pointer even in the Lua module,
+ * a shared object, where the default model costs a __tls_get_addr call per access (two per
+ * insert); glibc keeps static TLS room for such small variables of dlopen()ed objects. */
+static _Thread_local uint64_t sl_rng_state __attribute__((tls_model("initial-exec")));
 
 static uint64_t sl_rng_next(void)
 {
