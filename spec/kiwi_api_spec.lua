@@ -511,6 +511,29 @@ describe("kiwi api", function()
       db:close()
     end)
 
+    it("raises when a batch method gets something that is not a batch, and the batch is intact",
+      function()
+        local db = open(helper.tmpdir())
+        local b = kiwi.batch()
+        b:put("a", "1")
+        local put, clear = b.put, b.clear
+        local snap = db:snapshot()
+        for _, self in ipairs({ {}, "b", 42, db, snap, io.stdout, db:scan() }) do
+          local ok, err = pcall(put, self, "k", "x")
+          assert.is_false(ok)
+          assert.matches("kiwi%.batch expected, got ", err)
+          ok, err = pcall(clear, self)
+          assert.is_false(ok)
+          assert.matches("kiwi%.batch expected, got ", err)
+        end
+        assert.is_true(db:write(b))
+        assert.equal("1", db:get("a"))
+        assert.is_nil(db:get("k"))
+        snap:release()
+        b:close()
+        db:close()
+      end)
+
     it("raises on a closed db, and close is idempotent", function()
       local db = open(helper.tmpdir())
       assert.is_true(db:close())

@@ -116,6 +116,7 @@ typedef struct {
 
 /* kiwi.batch: independent of any db. */
 typedef struct {
+    const void *tag;   /* the address of kiwi_batch.c's batch_tag: its fast type test */
     kiwi_batch *batch; /* NULL: closed */
     int writing;       /* task writes of it in flight (loop thread): it must not change */
     bool close_pending; /* closed while writing: destroyed when the last write is delivered */
@@ -322,6 +323,18 @@ void lkiwi_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const 
  * that metatable's address), the test compares two addresses instead of looking tname up in the
  * registry: the cost of a method call drops by a third. */
 void *lkiwi_toudata(lua_State *L, int arg, const char *tname);
+/* The fast type test of the types whose methods run per key (kiwi.db, kiwi.batch): the userdata
+ * at arg if it is a full userdata of exactly `size` bytes whose first field holds `tag`, the
+ * address of a static of the type's file, written only where the type makes its userdata (Lua
+ * code cannot write into a userdata's memory); NULL otherwise, for the caller to fall back on
+ * lkiwi_toudata and its errors. Three API calls where lkiwi_toudata takes five. */
+static inline void *lkiwi_totagged(lua_State *L, int arg, size_t size, const void *tag)
+{
+    if (lua_type(L, arg) != LUA_TUSERDATA || lua_rawlen(L, arg) != size)
+        return NULL;
+    void *p = lua_touserdata(L, arg);
+    return *(const void *const *)p == tag ? p : NULL;
+}
 
 /* ---- per type --------------------------------------------------------------------------------- */
 

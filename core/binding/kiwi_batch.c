@@ -5,9 +5,13 @@
  */
 #include "binding.h"
 
+/* b:put runs once per key: the tagged test first (binding.h), then the metatable's. */
+static const char batch_tag;
+
 static lkiwi_batch *tobatch(lua_State *L, int arg)
 {
-    return (lkiwi_batch *)lkiwi_toudata(L, arg, LKIWI_BATCH);
+    lkiwi_batch *b = (lkiwi_batch *)lkiwi_totagged(L, arg, sizeof(lkiwi_batch), &batch_tag);
+    return b != NULL ? b : (lkiwi_batch *)lkiwi_toudata(L, arg, LKIWI_BATCH);
 }
 
 lkiwi_batch *lkiwi_checkbatch(lua_State *L, int arg)
@@ -40,6 +44,7 @@ void lkiwi_batch_written(lkiwi_batch *b)
 int lkiwi_batch_new(lua_State *L)
 {
     lkiwi_batch *b = (lkiwi_batch *)lua_newuserdatauv(L, sizeof *b, 0); /* -- batch */
+    b->tag = &batch_tag;
     b->batch = NULL;
     b->writing = 0;
     b->close_pending = false;

@@ -13,21 +13,15 @@
 
 #include "binding.h"
 
-/* The type test of every db method, on the hot path of each call: a full userdata of
- * lkiwi_db's size whose first field holds db_tag's address is a kiwi.db (only db_open writes
- * that address, and Lua code cannot write into a userdata's memory). Three API calls, where
- * comparing metatables (lkiwi_toudata) takes five; anything else goes there, for the same
- * errors as luaL_checkudata's. */
+/* The type test of every db method, on the hot path of each call: lkiwi_totagged with db_tag
+ * (only db_open writes that address); anything else goes to lkiwi_toudata, for the same errors
+ * as luaL_checkudata's. */
 static const char db_tag;
 
 static lkiwi_db *todb(lua_State *L, int arg)
 {
-    if (lua_type(L, arg) == LUA_TUSERDATA && lua_rawlen(L, arg) == sizeof(lkiwi_db)) {
-        lkiwi_db *d = (lkiwi_db *)lua_touserdata(L, arg);
-        if (d->tag == &db_tag)
-            return d;
-    }
-    return (lkiwi_db *)lkiwi_toudata(L, arg, LKIWI_DB);
+    lkiwi_db *d = (lkiwi_db *)lkiwi_totagged(L, arg, sizeof(lkiwi_db), &db_tag);
+    return d != NULL ? d : (lkiwi_db *)lkiwi_toudata(L, arg, LKIWI_DB);
 }
 
 lkiwi_db *lkiwi_checkdb(lua_State *L, int arg)
