@@ -463,7 +463,7 @@ static void growth_fails(const char *want_status, const char *want_op)
         kw_syscalls_reset();
         return;
     }
-    enum { SMALL = 40 };
+    enum { SMALL = 30 }; /* 30 records of 108 bytes: inside the first page */
     char *payloads[SMALL];
     size_t sizes[SMALL];
     for (int i = 0; i < SMALL; i++) {
@@ -472,7 +472,7 @@ static void growth_fails(const char *want_status, const char *want_op)
         CHECK_OK(kw_wal_writer_add(w, kw_slice_make(payloads[i], sizes[i]), &err), errp);
     }
     uint64_t before = kw_wal_writer_size(w);
-    char *big = make_payload(99, 200000); /* past the first 64 KiB step */
+    char *big = make_payload(99, 200000); /* past the first page */
     CHECK(kw_wal_writer_add(w, kw_slice_make(big, 200000), &err) != KIWI_OK);
     CHECK(err != NULL && strncmp(err, want_status, strlen(want_status)) == 0 &&
           strstr(err, want_op) != NULL && strstr(err, "000013.log") != NULL);
@@ -538,7 +538,8 @@ static bool has(kiwi_db *db, const char *k, const char *v)
     return ok;
 }
 
-/* wal_writes: mapped by default (the WAL is preallocated: 64 KiB long after one small put);
+/* wal_writes: mapped by default (the WAL is preallocated: one page long after one small put, a
+ * 64 KiB step longer once the page is full; a log made by a flush is one page while empty);
  * "write" from the next WAL on when set live (the file is exactly its record); shown in the
  * options JSON; an unknown value is refused. Every put survives the switches and a reopen. */
 static void test_db_wal_writes_setting(void)
@@ -553,7 +554,7 @@ static void test_db_wal_writes_setting(void)
     CHECK(opts && strstr(opts, "\"wal_writes\":\"mapped\""));
     kiwi_free(opts);
     CHECK(kiwi_put(db, NULL, "k1", 2, "v1", 2, NULL) == KIWI_OK);
-    CHECK_EQ_U64(wal_length(dir), 65536);
+    CHECK_EQ_U64(wal_length(dir), 4096);
 
     char *err = NULL;
     CHECK(kiwi_set_option(db, "wal_writes", "sometimes", &err) == KIWI_INVALID_ARGUMENT);
@@ -561,7 +562,7 @@ static void test_db_wal_writes_setting(void)
     kiwi_free(err);
     CHECK(kiwi_set_option(db, "wal_writes", "write", NULL) == KIWI_OK);
     CHECK(kiwi_put(db, NULL, "k2", 2, "v2", 2, NULL) == KIWI_OK);
-    CHECK_EQ_U64(wal_length(dir), 65536); /* the current WAL keeps its way */
+    CHECK_EQ_U64(wal_length(dir), 4096); /* the current WAL keeps its way */
     CHECK(kiwi_flush(db, NULL) == KIWI_OK); /* a new WAL: written with write(2) */
     CHECK(kiwi_put(db, NULL, "k3", 2, "v3", 2, NULL) == KIWI_OK);
     uint64_t plain = wal_length(dir);
@@ -572,8 +573,16 @@ static void test_db_wal_writes_setting(void)
 
     CHECK(kiwi_set_option(db, "wal_writes", "mapped", NULL) == KIWI_OK);
     CHECK(kiwi_flush(db, NULL) == KIWI_OK);
+    CHECK_EQ_U64(wal_length(dir), 4096); /* idle: one page, not a step of zeros */
     CHECK(kiwi_put(db, NULL, "k4", 2, "v4", 2, NULL) == KIWI_OK);
-    CHECK_EQ_U64(wal_length(dir), 65536);
+    CHECK_EQ_U64(wal_length(dir), 4096);
+    char big[3000];
+    memset(big, 'b', sizeof big);
+    CHECK(kiwi_put(db, NULL, "k5", 2, big, sizeof big, NULL) == KIWI_OK);
+    CHECK_EQ_U64(wal_length(dir), 4096);
+    CHECK(kiwi_put(db, NULL, "k6", 2, big, sizeof big, NULL) == KIWI_OK); /* past the page */
+    uint64_t stepped = wal_length(dir);
+    CHECK(stepped >= 65536 + 6000 && stepped <= 65536 + 8192);
     CHECK(kiwi_close(db) == KIWI_OK);
 
     db = dbtest_open(dir, "prod", NULL);
@@ -581,6 +590,10 @@ static void test_db_wal_writes_setting(void)
     if (db) {
         CHECK(has(db, "k1", "v1") && has(db, "k2", "v2") && has(db, "k3", "v3") &&
               has(db, "k4", "v4"));
+        size_t len = 0;
+        char *got = NULL;
+        CHECK(kiwi_get(db, NULL, "k6", 2, &got, &len, NULL) == KIWI_OK && len == 3000);
+        kiwi_free(got);
         kiwi_close(db);
     }
     ctest_rmtree(dir);
