@@ -497,7 +497,21 @@ describe("kiwi api", function()
       local put, get = db.put, db.get
       local b = kiwi.batch()
       local snap = db:snapshot()
-      for _, self in ipairs({ {}, "db", 42, b, snap, io.stdout, db:scan() }) do
+      -- a light userdata (debug.upvalueid's) and strings and tables of every small length: the
+      -- tagged test reads a userdata's memory only when it has the db's size
+      local up = 0
+      local light = debug.upvalueid(function() return up end, 1)
+      assert.equal("userdata", type(light))
+      local others = { {}, "db", 42, b, snap, io.stdout, db:scan(), light }
+      for n = 1, 256 do
+        local t = {}
+        for i = 1, n do
+          t[i] = i
+        end
+        others[#others + 1] = string.rep("x", n)
+        others[#others + 1] = t
+      end
+      for _, self in ipairs(others) do
         local ok, err = pcall(put, self, "k", "x")
         assert.is_false(ok)
         assert.matches("kiwi%.db expected, got ", err)
@@ -518,7 +532,13 @@ describe("kiwi api", function()
         b:put("a", "1")
         local put, clear = b.put, b.clear
         local snap = db:snapshot()
-        for _, self in ipairs({ {}, "b", 42, db, snap, io.stdout, db:scan() }) do
+        local up = 0
+        local others = { {}, "b", 42, db, snap, io.stdout, db:scan(),
+          debug.upvalueid(function() return up end, 1) }
+        for n = 1, 64 do
+          others[#others + 1] = string.rep("x", n)
+        end
+        for _, self in ipairs(others) do
           local ok, err = pcall(put, self, "k", "x")
           assert.is_false(ok)
           assert.matches("kiwi%.batch expected, got ", err)

@@ -291,12 +291,29 @@ int lkiwi_db_poll_events(lua_State *L); /* db:poll_events_raw() */
 
 /* ---- helpers (kiwi_core.c) ---------------------------------------------------------------- */
 
-/* A key or value argument: a Lua string only (numbers are not converted); raises otherwise. */
-const char *lkiwi_checkbytes(lua_State *L, int arg, size_t *len);
+/* The two checks below run on every put and get (inline: no call of their own).
+ * A key or value argument: a Lua string only. Lua would silently turn the number 1 into "1"; a
+ * store that sorts bytes should not guess, so numbers raise like any other non-string. */
+static inline const char *lkiwi_checkbytes(lua_State *L, int arg, size_t *len)
+{
+    if (lua_type(L, arg) != LUA_TSTRING)
+        luaL_typeerror(L, arg, "string");
+    return lua_tolstring(L, arg, len);
+}
 /* As lkiwi_checkbytes, but nil or none gives NULL. */
 const char *lkiwi_optbytes(lua_State *L, int arg, size_t *len);
-/* An options argument: a table, or nil/none (returns false). Raises for anything else. */
-bool lkiwi_opttable(lua_State *L, int arg);
+/* An options argument: a table, or nil/none (returns false). Raises for anything else. One type
+ * test on the hot path (no options, or a table). */
+static inline bool lkiwi_opttable(lua_State *L, int arg)
+{
+    int t = lua_type(L, arg);
+    if (t == LUA_TTABLE)
+        return true;
+    if (t == LUA_TNONE || t == LUA_TNIL)
+        return false;
+    luaL_checktype(L, arg, LUA_TTABLE); /* raises the usual message */
+    return true;
+}
 /* Field `name` of the options table at arg as a boolean: -1 absent, 0 false, 1 true. Raises if
  * the field is present and not a boolean. */
 int lkiwi_optboolfield(lua_State *L, int arg, const char *name);
@@ -327,12 +344,15 @@ void *lkiwi_toudata(lua_State *L, int arg, const char *tname);
  * at arg if it is a full userdata of exactly `size` bytes whose first field holds `tag`, the
  * address of a static of the type's file, written only where the type makes its userdata (Lua
  * code cannot write into a userdata's memory); NULL otherwise, for the caller to fall back on
- * lkiwi_toudata and its errors. Three API calls where lkiwi_toudata takes five. */
+ * lkiwi_toudata and its errors. Two API calls where lkiwi_toudata takes five. */
 static inline void *lkiwi_totagged(lua_State *L, int arg, size_t size, const void *tag)
 {
-    if (lua_type(L, arg) != LUA_TUSERDATA || lua_rawlen(L, arg) != size)
-        return NULL;
+    /* Two API calls: lua_touserdata gives NULL for anything but a userdata, and lua_rawlen gives
+     * 0 for a light userdata (a bare pointer, never dereferenced here) and a full userdata's
+     * block size; a string or table of `size` has no userdata pointer. */
     void *p = lua_touserdata(L, arg);
+    if (p == NULL || lua_rawlen(L, arg) != size)
+        return NULL;
     return *(const void *const *)p == tag ? p : NULL;
 }
 

@@ -13,17 +13,6 @@
 
 /* ---- arguments -------------------------------------------------------------------------------- */
 
-/*
-** Keys and values are Lua strings only. Lua would silently turn the number 1 into "1"; a store
-** that sorts bytes should not guess, so numbers raise like any other non-string.
-*/
-const char *lkiwi_checkbytes(lua_State *L, int arg, size_t *len)
-{
-    if (lua_type(L, arg) != LUA_TSTRING)
-        luaL_typeerror(L, arg, "string");
-    return lua_tolstring(L, arg, len);
-}
-
 const char *lkiwi_optbytes(lua_State *L, int arg, size_t *len)
 {
     if (lua_isnoneornil(L, arg)) {
@@ -31,17 +20,6 @@ const char *lkiwi_optbytes(lua_State *L, int arg, size_t *len)
         return NULL;
     }
     return lkiwi_checkbytes(L, arg, len);
-}
-
-bool lkiwi_opttable(lua_State *L, int arg)
-{
-    int t = lua_type(L, arg); /* one type test on the hot path (no options, or a table) */
-    if (t == LUA_TTABLE)
-        return true;
-    if (t == LUA_TNONE || t == LUA_TNIL)
-        return false;
-    luaL_checktype(L, arg, LUA_TTABLE); /* raises the usual message */
-    return true;
 }
 
 int lkiwi_optboolfield(lua_State *L, int arg, const char *name)
