@@ -90,6 +90,9 @@ $(REL)/kiwi/core.so: $(BINDING_SRC) $(wildcard core/binding/*.h) $(REL)/libkiwi.
 	@# a Lua module cannot be linked with --no-undefined (Lua's symbols come from the
 	@# interpreter), so prove here that every engine symbol resolved
 	@LUA_CPATH="$(CURDIR)/$(REL)/?.so" $(LUA) -e 'require("kiwi.core")' || { rm -f $@; exit 1; }
+	@# and that the version script took: the entry point is the only symbol it defines
+	@test "$$(nm -D --defined-only $@ | awk '{print $$3}')" = luaopen_kiwi_core || \
+	  { echo "$@ exports more than luaopen_kiwi_core (see $(MODULE_MAP))" >&2; rm -f $@; exit 1; }
 
 .PHONY: bootstrap-quiet
 bootstrap-quiet:
