@@ -340,20 +340,20 @@ void lkiwi_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const 
  * that metatable's address), the test compares two addresses instead of looking tname up in the
  * registry: the cost of a method call drops by a third. */
 void *lkiwi_toudata(lua_State *L, int arg, const char *tname);
-/* The fast type test of the types whose methods run per key (kiwi.db, kiwi.batch): the userdata
- * at arg if it is a full userdata of exactly `size` bytes whose first field holds `tag`, the
- * address of a static of the type's file, written only where the type makes its userdata (Lua
- * code cannot write into a userdata's memory); NULL otherwise, for the caller to fall back on
- * lkiwi_toudata and its errors. Two API calls where lkiwi_toudata takes five. */
-static inline void *lkiwi_totagged(lua_State *L, int arg, size_t size, const void *tag)
+/* The type test of the types whose methods run per key (kiwi.db, kiwi.batch): the userdata at
+ * arg if it is a full userdata of exactly `size` bytes whose first field holds `tag`, the address
+ * of a static of the type's file, written only where the type makes its userdata (Lua code cannot
+ * write into a userdata's memory). Two API calls: lua_touserdata is NULL for anything but a
+ * userdata, and lua_rawlen is 0 for a light userdata (a bare pointer, never dereferenced here)
+ * and a full userdata's block size. Anything else goes to lkiwi_toudata (five calls), which
+ * returns it or raises luaL_checkudata's error for tname. */
+static inline void *lkiwi_checktagged(lua_State *L, int arg, size_t size, const void *tag,
+                                      const char *tname)
 {
-    /* Two API calls: lua_touserdata gives NULL for anything but a userdata, and lua_rawlen gives
-     * 0 for a light userdata (a bare pointer, never dereferenced here) and a full userdata's
-     * block size; a string or table of `size` has no userdata pointer. */
     void *p = lua_touserdata(L, arg);
-    if (p == NULL || lua_rawlen(L, arg) != size)
-        return NULL;
-    return *(const void *const *)p == tag ? p : NULL;
+    if (p != NULL && lua_rawlen(L, arg) == size && *(const void *const *)p == tag)
+        return p;
+    return lkiwi_toudata(L, arg, tname);
 }
 
 /* ---- per type --------------------------------------------------------------------------------- */

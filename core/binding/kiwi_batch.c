@@ -5,13 +5,13 @@
  */
 #include "binding.h"
 
-/* b:put runs once per key: the tagged test first (binding.h), then the metatable's. */
+/* b:put runs once per key: the tagged type test (lkiwi_checktagged; only lkiwi_batch_new writes
+ * batch_tag's address). */
 static const char batch_tag;
 
 static lkiwi_batch *tobatch(lua_State *L, int arg)
 {
-    lkiwi_batch *b = (lkiwi_batch *)lkiwi_totagged(L, arg, sizeof(lkiwi_batch), &batch_tag);
-    return b != NULL ? b : (lkiwi_batch *)lkiwi_toudata(L, arg, LKIWI_BATCH);
+    return (lkiwi_batch *)lkiwi_checktagged(L, arg, sizeof(lkiwi_batch), &batch_tag, LKIWI_BATCH);
 }
 
 lkiwi_batch *lkiwi_checkbatch(lua_State *L, int arg)

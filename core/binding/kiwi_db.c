@@ -13,15 +13,13 @@
 
 #include "binding.h"
 
-/* The type test of every db method, on the hot path of each call: lkiwi_totagged with db_tag
- * (only db_open writes that address); anything else goes to lkiwi_toudata, for the same errors
- * as luaL_checkudata's. */
+/* The type test of every db method, on the hot path of each call (lkiwi_checktagged; only
+ * db_open writes db_tag's address). */
 static const char db_tag;
 
 static lkiwi_db *todb(lua_State *L, int arg)
 {
-    lkiwi_db *d = (lkiwi_db *)lkiwi_totagged(L, arg, sizeof(lkiwi_db), &db_tag);
-    return d != NULL ? d : (lkiwi_db *)lkiwi_toudata(L, arg, LKIWI_DB);
+    return (lkiwi_db *)lkiwi_checktagged(L, arg, sizeof(lkiwi_db), &db_tag, LKIWI_DB);
 }
 
 lkiwi_db *lkiwi_checkdb(lua_State *L, int arg)
