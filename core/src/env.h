@@ -52,9 +52,10 @@ kiwi_status kw_file_create(const char *path, kw_file **out, char **errmsg);
 /* Creates (truncating) a file whose appends are copied into a shared writable mapping of it
  * instead of write(2): the bytes are in the page cache, the OS's, when the copy ends, as they
  * are after a write(2), with no system call. Space is preallocated (fallocate mode 0, `first`
- * bytes now, more by kw_file_reserve or as appends need it) and mapped a window at a time; an
- * append that cannot get space fails (KIWI_NO_SPACE) with nothing written. Where the file
- * system cannot preallocate (EOPNOTSUPP) the file is a plain one (kw_file_is_mapped false). */
+ * bytes rounded up to whole pages now, more by kw_file_reserve or as appends need it) and
+ * mapped a window at a time; an append that cannot get space fails (KIWI_NO_SPACE) with nothing
+ * written. Where the file system cannot preallocate (EOPNOTSUPP) the file is a plain one
+ * (kw_file_is_mapped false). */
 kiwi_status kw_file_create_mapped(const char *path, uint64_t first, kw_file **out, char **errmsg);
 bool kw_file_is_mapped(const kw_file *f);
 /* Opens an existing file for appending at its end. */

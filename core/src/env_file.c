@@ -154,6 +154,8 @@ kiwi_status kw_file_create_mapped(const char *path, uint64_t first, kw_file **ou
     kw_file *f = *out;
     if (st != KIWI_OK || f == NULL)
         return st;
+    uint64_t page = kw_env_page_size(); /* the first window is whole pages */
+    first = (first + page - 1) & ~(page - 1);
     int r;
     do {
         r = kw_syscalls.fallocate(f->fd, 0, 0, (off_t)first);

@@ -31,10 +31,11 @@ struct kw_wal_writer {
  * log2(1 MiB / 64 KiB) + n / 1 MiB of them instead of one per synced append. */
 #define PREALLOC_MIN (64u * 1024u)
 #define PREALLOC_MAX (1024u * 1024u)
-/* A new mapped log starts one page long; its first append past the page reserves a step as
- * above. A db that rotates and then sits idle (after a flush, a full compaction) keeps an empty
- * log of one page instead of 64 KiB of zeros: the space of a small db (wal.md). */
-#define MAPPED_FIRST 4096u
+/* A new mapped log starts one page long (kw_file_create_mapped rounds this up to the system's
+ * page); its first append past the page reserves a step as above. A db that rotates and then
+ * sits idle (after a flush, a full compaction) keeps an empty log of one page instead of 64 KiB
+ * of zeros: the space of a small db (wal.md). */
+#define MAPPED_FIRST 1u
 
 static kiwi_status writer_create(const char *path, bool mapped, kw_wal_writer **out,
                                  char **errmsg)
